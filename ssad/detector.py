@@ -1,0 +1,144 @@
+"""Detector: the API users embed — load a trained class model, score images.
+
+A saved detector is a folder::
+
+    config.yaml     resolved config (``ssad train --config`` accepts it as is)
+    model.pt        state dict (loaded with ``torch.load(weights_only=True)``)
+    bank.npy        memory bank vectors (N, D), the bank built during training
+    detector.json   class, category, placement, decision threshold
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssad.config import Config, load_config
+from ssad.data.images import read_image, to_rgb
+from ssad.evaluate import score_images
+from ssad.memory import MemoryBank
+from ssad.model import SSADNet
+from ssad.train import build_model, resolve_device
+
+__all__ = ["Detector", "DetectorError"]
+
+REGISTRY_PREFIXES = ("models:/", "runs:/")
+
+
+class DetectorError(ValueError):
+    """A detector folder is missing or incomplete (names the file)."""
+
+
+class Detector:
+    """A trained class model with its memory bank.
+
+    Args:
+        model: the trained network.
+        bank: memory bank of normal embeddings.
+        config: the resolved config the model was trained with.
+        threshold: image-score decision threshold (chosen on the validation split), or None.
+        info: free-form metadata (class name, category, placement, metrics).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: SSADNet,
+        bank: MemoryBank,
+        config: Config,
+        threshold: float | None = None,
+        info: dict[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.bank, self.config, self.threshold = bank, config, threshold
+        self.info = dict(info or {})
+
+    @property
+    def size(self) -> int:
+        return self.config.data.image_size
+
+    # ---- scoring -----------------------------------------------------------------------------
+    def predict(
+        self, images: Sequence[np.ndarray | str | Path] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score images (RGB arrays of any size, or file paths) → scores (N,), maps (N, S, S).
+
+        Grayscale and RGBA inputs are converted; images are resized to the model's input size.
+        """
+        batch = np.stack([self._prepare(im) for im in images])
+        scored = score_images(self.model, self.bank, batch, self.config, device=self.device)
+        return scored.scores, scored.maps
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """True where a score exceeds the threshold (raises when the detector has none)."""
+        if self.threshold is None:
+            raise DetectorError(
+                "this detector has no decision threshold (train it with a validation split)"
+            )
+        return np.asarray(scores) >= self.threshold
+
+    def _prepare(self, image: np.ndarray | str | Path) -> np.ndarray:
+        if isinstance(image, (str, Path)):
+            return read_image(image, self.size)
+        import cv2
+
+        rgb = to_rgb(np.asarray(image))
+        if rgb.shape[:2] != (self.size, self.size):
+            rgb = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return rgb
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.config.save(out / "config.yaml")
+        torch.save(
+            {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, out / "model.pt"
+        )
+        self.bank.save(out / "bank.npy")
+        meta = {**self.info, "threshold": self.threshold}
+        (out / "detector.json").write_text(json.dumps(meta, indent=2))
+        return out
+
+    @classmethod
+    def load(cls, source: str | Path, *, device: str = "auto") -> Detector:
+        """Load from a detector folder, or a registry URI such as ``models:/ssad-bottle@champion``."""
+        if str(source).startswith(REGISTRY_PREFIXES):
+            # Only registry URIs need MLflow; the core stays importable without it.
+            from ssad.study.registry import download_detector
+
+            source = download_detector(str(source))
+        folder = Path(source)
+        for name in ("config.yaml", "model.pt", "bank.npy"):
+            if not (folder / name).is_file():
+                raise DetectorError(f"{folder / name}: missing — not a saved ssad detector folder")
+        # Weights are in model.pt: don't require the original backbone weights file to exist.
+        config = load_config(folder / "config.yaml", overrides={"model.weights": "none"})
+        torch_device = resolve_device(device)
+        model = build_model(config)
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        bank = MemoryBank.load(
+            folder / "bank.npy",
+            size=config.memory.bank_size,
+            backend=config.memory.backend,
+            device=(torch_device.index or 0) if torch_device.type == "cuda" else 0,
+        )
+        meta_path = folder / "detector.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        threshold = meta.pop("threshold", None)
+        return cls(
+            model=model,
+            bank=bank,
+            config=config,
+            threshold=threshold,
+            info=meta,
+            device=torch_device,
+        )

@@ -1,0 +1,128 @@
+"""Anomaly maps: dense patch-level kNN maps (patch mode) and GradCAM (image mode).
+
+Patch maps: the image is cut into ``patch``×``patch`` windows with stride ``stride`` (the last
+window touches the border), all windows are embedded in batches, each window's kNN score is placed
+at the window's centre and the grid is bilinearly interpolated to image size — no half-patch shift.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ssad.memory import MemoryBank
+from ssad.model import SSADNet
+
+__all__ = [
+    "gradcam",
+    "grid_starts",
+    "image_score_from_map",
+    "interpolation_matrix",
+    "patch_score_grid",
+    "upsample_grid",
+]
+
+
+def grid_starts(size: int, patch: int, stride: int) -> np.ndarray:
+    """Top/left offsets of the windows along one axis; the last window ends at ``size``."""
+    if patch > size:
+        raise ValueError(f"patch size {patch} exceeds image size {size}")
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return np.asarray(starts)
+
+
+def interpolation_matrix(centres: np.ndarray, size: int) -> np.ndarray:
+    """(size, G) weights that linearly interpolate values at ``centres`` onto pixel centres 0..size-1.
+
+    Pixels outside the first/last centre take the edge value (clamped), so a score is never moved
+    away from the window it belongs to.
+    """
+    u = np.arange(size, dtype=np.float64)
+    g = len(centres)
+    w = np.zeros((size, g), dtype=np.float32)
+    if g == 1:
+        w[:, 0] = 1.0
+        return w
+    pos = np.interp(u, centres, np.arange(g, dtype=np.float64))  # fractional grid index
+    lo = np.clip(np.floor(pos).astype(int), 0, g - 2)
+    frac = (pos - lo).astype(np.float32)
+    w[np.arange(size), lo] = 1.0 - frac
+    w[np.arange(size), lo + 1] = frac
+    return w
+
+
+def upsample_grid(grid: np.ndarray, *, size: int, patch: int, stride: int) -> np.ndarray:
+    """Patch score grid (B, Gy, Gx) → pixel map (B, size, size), scores at window centres."""
+    centres = grid_starts(size, patch, stride) + (patch - 1) / 2.0  # centre of pixels s..s+p-1
+    m = interpolation_matrix(centres, size)
+    return np.einsum("hy,byx,wx->bhw", m, grid.astype(np.float32), m, optimize=True)
+
+
+@torch.no_grad()
+def patch_score_grid(
+    model: SSADNet,
+    bank: MemoryBank,
+    x: torch.Tensor,
+    *,
+    patch: int,
+    stride: int,
+    k: int,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """kNN score of every window: x (B, 3, S, S) → grid (B, G, G) and embeddings (B, G*G, D).
+
+    Windows are cut with ``unfold`` and embedded ``batch_size`` at a time (never one forward per
+    window).
+    """
+    b, c, s, _ = x.shape
+    starts = torch.as_tensor(grid_starts(s, patch, stride), device=x.device)
+    g = len(starts)
+    # (B, 3, G, G, p, p) windows at the grid offsets (irregular last offset → index, not unfold)
+    idx = starts[:, None] + torch.arange(patch, device=x.device)[None, :]  # (G, p)
+    rows = x[:, :, idx]  # (B, 3, G, p, S)
+    win = rows[:, :, :, :, idx]  # (B, 3, G, p, G, p)
+    win = win.permute(0, 2, 4, 1, 3, 5).reshape(b * g * g, c, patch, patch)
+    zs = [model.embed(win[i : i + batch_size]) for i in range(0, len(win), batch_size)]
+    z = torch.cat(zs).float().cpu().numpy()
+    scores = bank.score(z, k).reshape(b, g, g)
+    return scores, z.reshape(b, g * g, -1)
+
+
+def image_score_from_map(
+    grid: np.ndarray, *, mode: Literal["max", "topk"], topk: int
+) -> np.ndarray:
+    """Image score (B,) from patch scores (B, ...): the max or the mean of the top-k."""
+    flat = grid.reshape(len(grid), -1)
+    if mode == "max":
+        return flat.max(axis=1)
+    k = min(topk, flat.shape[1])
+    return np.sort(flat, axis=1)[:, -k:].mean(axis=1)
+
+
+def gradcam(model: SSADNet, x: torch.Tensor) -> np.ndarray:
+    """GradCAM on layer4 for the 'defective' evidence: x (B, 3, H, W) → maps (B, H, W) in [0, 1].
+
+    The target is ``logsumexp(defect logits) - normal logit`` (log-odds of any defect class).
+    Each map is normalised by its own maximum; callers scale it by the image score so maps stay
+    comparable across images.
+    """
+    was_training = model.training
+    model.eval()
+    x = x.detach().requires_grad_(False)
+    with torch.enable_grad():
+        l2, l3, l4 = model.features(x)
+        l4 = l4.detach().requires_grad_(True)
+        logits = model.classify(model.embed_features(l2, l3, l4))
+        target = torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
+        (grad,) = torch.autograd.grad(target.sum(), l4)
+    weights = grad.mean(dim=(2, 3), keepdim=True)  # channel importance α_c
+    cam = F.relu((weights * l4).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    cam = cam / cam.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
+    model.train(was_training)
+    return cam.detach().cpu().numpy()

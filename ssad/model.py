@@ -1,0 +1,123 @@
+"""ResNet-18 with pooled layer2/3/4 fusion, a projection head and a pretext classifier.
+
+A pure ``nn.Module``: ``embed(x) -> (B, D)`` and ``classify(z) -> (B, C)``; no training logic here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+__all__ = ["SSADNet", "load_backbone_weights"]
+
+_STAGE_WIDTHS = (128, 256, 512)  # ResNet-18 layer2, layer3, layer4 channels
+
+
+class SSADNet(nn.Module):
+    """Backbone → [GAP(layer2), GAP(layer3), GAP(layer4)] → fusion FC → projection head → z.
+
+    Args:
+        num_classes: pretext classes (3: normal / big defect / scar; 4 adds 'line').
+        fusion_dim: width of the fusion layer over the concatenated pooled features (896 → F).
+        head_dims: widths of the Linear+BatchNorm+ReLU blocks of the projection head.
+        embedding_dim: size D of the embedding stored in the memory bank.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 3,
+        fusion_dim: int = 512,
+        head_dims: tuple[int, ...] = (512, 512),
+        embedding_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        r = resnet18(weights=None)
+        self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = r.layer1, r.layer2, r.layer3, r.layer4
+        self.fusion = nn.Sequential(
+            nn.Linear(sum(_STAGE_WIDTHS), fusion_dim, bias=False),
+            nn.BatchNorm1d(fusion_dim),
+            nn.ReLU(inplace=True),
+        )
+        blocks: list[nn.Module] = []
+        width = fusion_dim
+        for d in head_dims:
+            blocks += [nn.Linear(width, d, bias=False), nn.BatchNorm1d(d), nn.ReLU(inplace=True)]
+            width = d
+        blocks.append(nn.Linear(width, embedding_dim))
+        self.head = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(embedding_dim, num_classes)
+
+    def backbone(self) -> nn.ModuleList:
+        """The ImageNet-initialised part (frozen, BatchNorm statistics included, in phase 1)."""
+        return nn.ModuleList([self.stem, self.layer1, self.layer2, self.layer3, self.layer4])
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) → layer2 (B, 128, H/8, W/8), layer3 (B, 256, H/16, …), layer4 (B, 512, H/32, …)."""
+        l2 = self.layer2(self.layer1(self.stem(x)))
+        l3 = self.layer3(l2)
+        l4 = self.layer4(l3)
+        return l2, l3, l4
+
+    def embed_features(self, l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([F.adaptive_avg_pool2d(f, 1).flatten(1) for f in (l2, l3, l4)], dim=1)
+        return self.head(self.fusion(pooled))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → embedding z (B, D)."""
+        return self.embed_features(*self.features(x))
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Embedding (B, D) → pretext logits (B, C)."""
+        return self.classifier(z)
+
+
+def load_backbone_weights(model: SSADNet, weights: str) -> None:
+    """Initialise the backbone: ``none`` (random), ``imagenet`` (torchvision) or a file.
+
+    A file may hold a torchvision ResNet-18 state dict (``conv1.weight``, ``layer1...``) or a full
+    :class:`SSADNet` state dict; it is loaded with ``weights_only=True``.
+    """
+    if weights == "none":
+        return
+    if weights == "imagenet":
+        try:
+            state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+        except Exception as exc:  # no network / no cached file
+            raise RuntimeError(
+                f"model.weights=imagenet: could not load torchvision's ImageNet ResNet-18 weights "
+                f"({exc}); place them in the torch hub cache or use model.weights=none or a file"
+            ) from exc
+    else:
+        path = Path(weights).expanduser()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise RuntimeError(f"model.weights={path}: not a loadable state dict ({exc})") from exc
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    if any(k.startswith("stem.") for k in state):
+        model.load_state_dict(state, strict=False)
+        return
+    remap = {"conv1.": "stem.0.", "bn1.": "stem.1."}
+    own = model.state_dict()
+    loaded = {}
+    for key, value in state.items():
+        for old, new in remap.items():
+            if key.startswith(old):
+                key = new + key[len(old) :]
+        if key in own and own[key].shape == value.shape:
+            loaded[key] = value
+    backbone_keys = [k for k in own if k.startswith(("stem.", "layer"))]
+    missing = [k for k in backbone_keys if k not in loaded]
+    if missing:
+        raise RuntimeError(
+            f"model.weights={weights}: not a ResNet-18 state dict ({len(missing)} backbone "
+            f"tensors missing, e.g. {missing[0]})"
+        )
+    model.load_state_dict(loaded, strict=False)

@@ -1,0 +1,304 @@
+"""Two-phase pretext training of one class model, with the FIFO memory bank filled along the way.
+
+Phase 1 trains the fusion layer, projection head and classifier with the backbone frozen (its
+BatchNorm statistics too); phase 2 trains the whole network. SGD with momentum, cosine schedule per
+phase. Each step adds the embeddings of samples that are normal (y = 0) and predicted normal
+(ŷ = 0) to the bank; at epoch end the bank keeps its newest ``memory.bank_size`` vectors. The bank
+built here is the one used at inference.
+
+Progress goes to a callback ``on_epoch(report, trained)``; ``trained.checkpoint()`` returns the full
+training state (a dict of tensors, loadable with ``weights_only=True``) so a caller can save it and
+resume with ``fit(..., resume=state)``. No Ray or MLflow here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ssad.config import Config
+from ssad.data.images import read_image
+from ssad.data.masks import class_foreground, foreground_mask
+from ssad.data.mvtec import ClassData, list_classes
+from ssad.data.pretext import PretextDataset
+from ssad.memory import MemoryBank
+from ssad.model import SSADNet, load_backbone_weights
+
+__all__ = [
+    "EpochReport",
+    "TrainedModel",
+    "build_model",
+    "fit",
+    "make_pretext",
+    "resolve_device",
+]
+
+log = logging.getLogger(__name__)
+
+Validator = Callable[[SSADNet, MemoryBank], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one finished epoch reports (``epoch`` counts from 1 over both phases)."""
+
+    epoch: int
+    phase: int
+    loss: float
+    accuracy: float
+    lr: float
+    seconds: float
+    bank_size: int
+    metrics: dict[str, float] = field(default_factory=dict)  # validation metrics, when evaluated
+
+    def flat(self) -> dict[str, float]:
+        out = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        out.update({f"val_{k}": v for k, v in self.metrics.items()})
+        return out
+
+
+@dataclass
+class TrainedModel:
+    """The live model and bank (during training: as of the epoch just finished) and the history."""
+
+    model: SSADNet
+    bank: MemoryBank
+    history: list[EpochReport]
+    checkpoint: Callable[[], dict] = lambda: {}  # full training state for ``fit(resume=...)``
+
+
+EpochCallback = Callable[[EpochReport, TrainedModel], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → the first CUDA device when torch sees one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def build_model(config: Config) -> SSADNet:
+    m = config.model
+    model = SSADNet(
+        num_classes=config.pretext.classes,
+        fusion_dim=m.fusion_dim,
+        head_dims=m.head_dims,
+        embedding_dim=m.embedding_dim,
+    )
+    load_backbone_weights(model, m.weights)
+    return model
+
+
+def make_pretext(config: Config, data: ClassData) -> PretextDataset:
+    """Load the class's normal images once and build its pretext data set."""
+    size = config.data.image_size
+    images = [read_image(p, size) for p in data.train]
+    if data.placement == "fixed":
+        # One mask per class when the object does not move (MVTec: all but hazelnut/screw/metal_nut).
+        mask = class_foreground(images, category=data.category)
+        masks = [mask] * len(images)
+    else:
+        masks = [foreground_mask(im, category=data.category) for im in images]
+    sources = None
+    if data.category == "texture" and "cutpaste" in config.defects.fills:
+        sources = _other_class_images(data, size)
+        if not sources:
+            fills = [f for f in config.defects.fills if f != "cutpaste"] or ["mean", "random"]
+            log.warning(
+                "%s: no other class under %s to cut texture patches from; using fills %s",
+                data.name,
+                data.root,
+                fills,
+            )
+            config = config.with_overrides({"defects.fills": fills})
+    length = max(config.train.min_samples, len(images))
+    return PretextDataset(
+        images,
+        config=config,
+        fg_masks=masks,
+        sources=sources,
+        length=length,
+        seed=config.train.seed,
+    )
+
+
+def _other_class_images(data: ClassData, size: int, *, per_class: int = 4) -> list[np.ndarray]:
+    """A few normal images of every other class: textures never take a fill from their own class."""
+    out = []
+    for name in list_classes(data.root):
+        if name == data.name:
+            continue
+        files = sorted((data.root / name / "train" / "good").iterdir())[:per_class]
+        out += [read_image(p, size) for p in files]
+    return out
+
+
+def _phase_of(epoch: int, config: Config) -> int:
+    return 1 if epoch < config.train.phase1_epochs else 2
+
+
+def _optimizer(model: SSADNet, config: Config, phase: int, steps: int):
+    t = config.train
+    if phase == 1:
+        params = [
+            *model.fusion.parameters(),
+            *model.head.parameters(),
+            *model.classifier.parameters(),
+        ]
+        lr, epochs = t.phase1_lr, t.phase1_epochs
+    else:
+        params, lr, epochs = list(model.parameters()), t.phase2_lr, t.phase2_epochs
+    opt = torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
+    return opt, sched
+
+
+def _set_phase_mode(model: SSADNet, phase: int) -> None:
+    model.train()
+    backbone = model.backbone()
+    frozen = phase == 1
+    for p in backbone.parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        backbone.eval()  # BatchNorm running statistics stay as initialised
+
+
+def fit(
+    config: Config,
+    data: ClassData,
+    *,
+    validate: Validator | None = None,
+    on_epoch: EpochCallback | None = None,
+    resume: dict | None = None,
+) -> TrainedModel:
+    """Train one class model; returns the model (eval mode, on the train device) and its bank."""
+    t = config.train
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+    dataset = make_pretext(config, data)
+    batch = min(t.batch_size, len(dataset))
+    generator = torch.Generator().manual_seed(t.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=t.workers,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+    )
+    steps = len(loader)
+    model = build_model(config).to(device)
+    bank = MemoryBank(
+        config.model.embedding_dim,
+        size=config.memory.bank_size,
+        backend=config.memory.backend,
+        device=(device.index or 0) if device.type == "cuda" else 0,
+    )
+    history: list[EpochReport] = []
+    start_epoch = 0
+    total = t.phase1_epochs + t.phase2_epochs
+    opt = sched = None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        bank.add(resume["bank"].numpy())
+        history = [EpochReport(**h) for h in resume["history"]]
+        start_epoch = int(resume["epoch"])
+        generator.set_state(resume["generator"])
+        if start_epoch < total:
+            opt, sched = _optimizer(model, config, _phase_of(start_epoch, config), steps)
+            if resume["phase"] == _phase_of(start_epoch, config):
+                opt.load_state_dict(resume["optimizer"])
+                sched.load_state_dict(resume["scheduler"])
+
+    def checkpoint(epoch: int, phase: int) -> Callable[[], dict]:
+        def state() -> dict:
+            return {
+                "epoch": epoch,
+                "phase": phase,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "bank": torch.from_numpy(bank.vectors.copy()),
+                "history": [asdict(h) for h in history],
+                "generator": generator.get_state(),
+            }
+
+        return state
+
+    for epoch in range(start_epoch, total):
+        phase = _phase_of(epoch, config)
+        if opt is None or epoch == t.phase1_epochs:  # each phase starts its own SGD + cosine
+            opt, sched = _optimizer(model, config, phase, steps)
+        _set_phase_mode(model, phase)
+        dataset.set_epoch(epoch)
+        tic = time.perf_counter()
+        loss_sum = correct = seen = 0
+        normal_z = []
+        bar = tqdm(
+            loader,
+            desc=f"{data.name} ep {epoch + 1}/{total} (phase {phase})",
+            leave=False,
+            disable=not t.progress,
+            dynamic_ncols=True,
+        )
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            z = model.embed(x)
+            logits = model.classify(z)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            pred = logits.argmax(dim=1)
+            keep = (y == 0) & (pred == 0)  # memory bank: normal samples the classifier calls normal
+            bank.add(z[keep].detach())
+            normal_z.append(z[y == 0].detach())
+            loss_sum += loss.item() * len(y)
+            correct += (pred == y).sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if len(bank) == 0:  # the classifier called no normal sample normal (untrained start)
+            log.warning(
+                "%s epoch %d: no normal sample predicted normal; banking all y=0",
+                data.name,
+                epoch + 1,
+            )
+            bank.add(torch.cat(normal_z))
+        bank.trim()
+        metrics: dict[str, float] = {}
+        last = epoch == total - 1
+        if validate is not None and (last or (t.val_every > 0 and (epoch + 1) % t.val_every == 0)):
+            model.eval()
+            metrics = validate(model, bank)
+        report = EpochReport(
+            epoch=epoch + 1,
+            phase=phase,
+            loss=loss_sum / max(seen, 1),
+            accuracy=correct / max(seen, 1),
+            lr=opt.param_groups[0]["lr"],
+            seconds=time.perf_counter() - tic,
+            bank_size=len(bank),
+            metrics=metrics,
+        )
+        if not math.isfinite(report.loss):
+            raise FloatingPointError(
+                f"{data.name}: training diverged at epoch {epoch + 1} (loss {report.loss})"
+            )
+        history.append(report)
+        if on_epoch is not None:
+            on_epoch(report, TrainedModel(model, bank, history, checkpoint(epoch + 1, phase)))
+    model.eval()
+    return TrainedModel(model=model, bank=bank, history=history)
