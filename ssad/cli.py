@@ -1,0 +1,324 @@
+"""``ssad`` command line: data, train, evaluate, predict, study, promote."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+log = logging.getLogger("ssad")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config (nested or dotted keys)")
+    p.add_argument("--preset", choices=["cpu"], help="apply a preset before --config/--set")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a dotted config key, e.g. --set train.phase2_epochs=5 (repeatable)",
+    )
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from ssad.data.synthetic import generate
+
+    tic = time.perf_counter()
+    root = generate(args.out, classes=args.classes, seed=args.seed, size=args.size)
+    print(f"wrote synthetic MVTec-layout data set to {root} in {time.perf_counter() - tic:.1f}s")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ssad.config import load_config
+    from ssad.pipeline import train_class
+
+    overrides = [f"data.root={args.data}", f"data.class_name={args.class_name}", *args.overrides]
+    config = load_config(args.config, overrides=overrides, preset=args.preset)
+    tic = time.perf_counter()
+
+    def on_epoch(report, _checkpoint) -> None:
+        val = " ".join(
+            f"{k}={v:.3f}" for k, v in report.metrics.items() if k in ("image_auroc", "pixel_auroc")
+        )
+        print(
+            f"  epoch {report.epoch:3d} phase {report.phase} loss {report.loss:.3f} "
+            f"acc {report.accuracy:.3f} ({report.seconds:.1f}s) {val}",
+            flush=True,
+        )
+
+    result = train_class(config, out_dir=args.out, on_epoch=on_epoch)
+    minutes = (time.perf_counter() - tic) / 60
+    _print_metrics(args.class_name, result["val"], result["test"])
+    print(f"trained in {minutes:.1f} min; detector + artifacts in {args.out}")
+    return 0
+
+
+def _print_metrics(name: str, val: dict, test: dict | None) -> None:
+    keys = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
+    print(f"{'class':<12} {'split':<5} " + " ".join(f"{k:>12}" for k in keys))
+    for split, m in (("val", val), ("test", test)):
+        if m:
+            print(
+                f"{name:<12} {split:<5} "
+                + " ".join(f"{m.get(k, float('nan')):>12.3f}" for k in keys)
+            )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ssad.pipeline import evaluate_saved
+
+    metrics = evaluate_saved(args.run_dir, split=args.split)
+    print(json.dumps(metrics, indent=2))
+    print(f"artifacts in {Path(args.run_dir) / args.split}")
+    return 0
+
+
+def collect_images(items: list[str]) -> list[Path]:
+    """Files as given; folders expanded (sorted, recursively) to their image files."""
+    from ssad.data.images import IMAGE_SUFFIXES
+
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            )
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ssad.data.images import ImageError, read_image
+    from ssad.detector import Detector
+    from ssad.plots import heatmap_overlays
+
+    det = Detector.load(args.model)
+    paths = collect_images(args.images)
+    images, kept = [], []
+    for p in paths:
+        try:
+            images.append(read_image(p, det.size))
+            kept.append(p)
+        except ImageError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+    if not kept:
+        print("no readable images to score", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tic = time.perf_counter()
+    scores, maps = det.predict(np.stack(images))
+    rate = len(kept) / (time.perf_counter() - tic)
+    decisions = det.decide(scores) if det.threshold is not None else [None] * len(scores)
+    with open(out / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "score", "threshold", "anomalous"])
+        for p, s, d in zip(kept, scores, decisions):
+            w.writerow(
+                [
+                    str(p),
+                    f"{s:.6f}",
+                    det.threshold if det.threshold is not None else "",
+                    "" if d is None else int(d),
+                ]
+            )
+    names = [_unique_name(p, i) for i, p in enumerate(kept)]
+    heatmap_overlays(
+        images,
+        list(maps),
+        [None] * len(images),
+        out / "heatmaps",
+        names=names,
+        scores=[float(s) for s in scores],
+        vmax=float(max(maps.max(), det.threshold or 0)),
+    )
+    print(
+        f"scored {len(kept)} images ({rate:.1f} images/s) → {out / 'scores.csv'}, {out / 'heatmaps'}"
+    )
+    if len(kept) < len(paths):
+        print(f"{len(paths) - len(kept)} file(s) skipped (see messages above)")
+    return 0
+
+
+def cmd_study_run(args: argparse.Namespace) -> int:
+    from ssad.config import parse_overrides
+    from ssad.study.runner import preflight, run_study
+    from ssad.study.spec import load_spec
+
+    spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
+    if args.dry_run:
+        spec, _ = preflight(spec)
+        print(
+            f"study {spec.name}: {len(spec.classes)} classes x {spec.trials_per_class()} trials "
+            f"= {spec.total_trials()} trials, {spec.max_epochs} epochs max, searcher {spec.searcher}, "
+            f"scheduler {spec.scheduler}, resources cpu={spec.cpu} gpu={spec.gpu}, "
+            f"concurrency {spec.max_concurrent}"
+        )
+        for d in spec.space.dims:
+            rng = d.choices if d.kind == "categorical" else (d.low, d.high)
+            print(f"  {d.key:<34} {d.kind:<12} {rng}")
+        print(
+            f"data {spec.data_root}; mlflow {spec.tracking_uri} ({spec.experiment}); storage {spec.storage_path}"
+        )
+        print("dry run: spec, search space, data and tracking store are valid; nothing launched")
+        return 0
+    out = run_study(spec, resume=args.resume, ray_address=args.ray_address)
+    _print_board(out["leaderboard"], spec.metric)
+    st = out["stats"]
+    print(
+        f"trials: {st['trials']} ({st['finished']} finished, {st['stopped']} stopped early, "
+        f"{st['failed']} failed) in {st['wall_s'] / 60:.1f} min; parallel efficiency "
+        f"{st['parallel_efficiency']:.2f}"
+    )
+    _print_ui_hint(out["tracking_uri"], out["experiment_id"])
+    return 1 if out["errors"] else 0
+
+
+def _print_board(board, metric: str) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        cols = [
+            "class",
+            f"best_{metric}",
+            "trials",
+            "finished",
+            "stopped",
+            "failed",
+            "compute_s",
+            "best_config",
+        ]
+        print(board[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def _print_ui_hint(uri: str, experiment_id: str) -> None:
+    from ssad.study.tracking import runs_table_url
+
+    if uri.startswith("sqlite:"):
+        print(
+            f"MLflow UI: mlflow ui --backend-store-uri {uri} --port 5000  →  "
+            f"{runs_table_url('http://127.0.0.1:5000', experiment_id)}"
+        )
+    else:
+        print(f"MLflow UI: {runs_table_url(uri, experiment_id)}")
+
+
+def cmd_study_show(args: argparse.Namespace) -> int:
+    from ssad.study.leaderboard import leaderboard
+    from ssad.study.spec import load_spec
+    from ssad.study.tracking import StudyTracker, check_tracking_uri
+
+    spec = load_spec(args.spec)
+    tracker = StudyTracker(check_tracking_uri(spec.tracking_uri), spec.experiment, spec.name)
+    board, stats = leaderboard(tracker, spec)
+    _print_board(board, spec.metric)
+    print(
+        f"trials: {stats['trials']} ({stats['finished']} finished, {stats['stopped']} stopped early, "
+        f"{stats['failed']} failed), {stats['trial_seconds'] / 60:.1f} trial-minutes"
+    )
+    _print_ui_hint(tracker.tracking_uri, tracker.experiment_id)
+    return 0
+
+
+def _unique_name(path: Path, i: int) -> str:
+    return f"{i:04d}_{path.stem}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssad", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="data set tools").add_subparsers(
+        dest="data_command", required=True
+    )
+    synth = data.add_parser("synth", help="generate the synthetic MVTec-layout data set")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--classes", nargs="+")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, default=256)
+    synth.set_defaults(func=cmd_data_synth)
+
+    train = sub.add_parser("train", help="train and evaluate one class model")
+    train.add_argument("--data", required=True, type=Path, help="MVTec-layout data root")
+    train.add_argument("--class", dest="class_name", required=True)
+    train.add_argument("--out", required=True, type=Path, help="run folder to write")
+    _add_config_args(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="re-evaluate a saved run folder")
+    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("--split", choices=["val", "test", "all"], default="test")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="score images with a run folder or models:/ URI")
+    pr.add_argument("model")
+    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("--out", required=True, type=Path)
+    pr.set_defaults(func=cmd_predict)
+
+    study = sub.add_parser("study", help="hyperparameter / ablation studies").add_subparsers(
+        dest="study_command", required=True
+    )
+    run = study.add_parser("run", help="run (or --resume) a study spec")
+    run.add_argument("spec", type=Path)
+    run.add_argument("--ray-address", help="auto | HOST:PORT of a running Ray cluster")
+    run.add_argument("--resume", action="store_true", help="continue the study if it exists")
+    run.add_argument("--dry-run", action="store_true", help="validate everything, launch nothing")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a dotted spec key, e.g. --set num_samples=4 or data.root=/data/mvtec",
+    )
+    run.set_defaults(func=cmd_study_run)
+    show = study.add_parser("show", help="per-class leaderboard of a study")
+    show.add_argument("spec", type=Path)
+    show.set_defaults(func=cmd_study_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ssad.config import ConfigError
+    from ssad.data.images import ImageError
+    from ssad.data.mvtec import DatasetError
+    from ssad.detector import DetectorError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except (
+        ConfigError,
+        DatasetError,
+        ImageError,
+        DetectorError,
+        FileNotFoundError,
+        ConnectionError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Per-class leaderboard of a study, read back from MLflow (pandas)."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ssad.study.spec import StudySpec
+from ssad.study.tracking import TAG_CLASS, TAG_STATUS, StudyTracker
+
+__all__ = ["leaderboard", "summary_artifacts", "trials_frame"]
+
+
+def trials_frame(tracker: StudyTracker, spec: StudySpec) -> pd.DataFrame:
+    """One row per trial run: class, status, metric, seconds, searched params."""
+    rows = []
+    for run in tracker.trial_runs():
+        tags, m = run.data.tags, run.data.metrics
+        searched = [k for k in tags.get("ssad.searched", "").split(",") if k]
+        end = run.info.end_time or run.info.start_time
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "trial_id": tags.get("ssad.trial_id"),
+                "class": tags.get(TAG_CLASS),
+                "config_id": tags.get("ssad.config_id"),
+                "seed": tags.get("ssad.seed"),
+                "status": tags.get(TAG_STATUS, "running"),
+                "epochs": int(m.get("training_iteration", 0)),
+                spec.metric: m.get(spec.metric, math.nan),
+                "seconds": (end - run.info.start_time) / 1000.0,
+                "config": {k: run.data.params.get(k) for k in searched},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def leaderboard(tracker: StudyTracker, spec: StudySpec) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per class: best configuration (mean over its seeds), trials done/stopped/failed, compute."""
+    df = trials_frame(tracker, spec)
+    rows = []
+    for cls in spec.classes:
+        sub = df[df["class"] == cls] if len(df) else df
+        row: dict[str, Any] = {"class": cls, "trials": len(sub)}
+        for status in ("finished", "stopped", "failed"):
+            row[status] = int((sub["status"] == status).sum()) if len(sub) else 0
+        row["compute_s"] = float(sub["seconds"].sum()) if len(sub) else 0.0
+        best = math.nan
+        config: dict[str, Any] = {}
+        run_id = ""
+        if len(sub) and sub[spec.metric].notna().any():
+            by_cfg = sub.groupby("config_id")[spec.metric].mean()
+            cid = by_cfg.idxmax() if spec.mode == "max" else by_cfg.idxmin()
+            best = float(by_cfg[cid])
+            pick = sub[sub["config_id"] == cid].iloc[0]
+            config, run_id = pick["config"], pick["run_id"]
+        row[f"best_{spec.metric}"] = best
+        row["best_run_id"] = run_id
+        row["best_config"] = json.dumps(config, sort_keys=True)
+        rows.append(row)
+    board = pd.DataFrame(rows)
+    stats = {
+        "trials": len(df),
+        "finished": int((df["status"] == "finished").sum()) if len(df) else 0,
+        "stopped": int((df["status"] == "stopped").sum()) if len(df) else 0,
+        "failed": int((df["status"] == "failed").sum()) if len(df) else 0,
+        "trial_seconds": float(df["seconds"].sum()) if len(df) else 0.0,
+    }
+    return board, stats
+
+
+def summary_artifacts(
+    tracker: StudyTracker, parent_id: str, board: pd.DataFrame, stats: dict[str, Any]
+) -> None:
+    """Leaderboard CSV/HTML and summary metrics on the study's parent run."""
+    client = tracker.client
+    with tempfile.TemporaryDirectory() as tmp:
+        board.to_csv(Path(tmp) / "leaderboard.csv", index=False)
+        (Path(tmp) / "leaderboard.html").write_text(board.to_html(index=False))
+        (Path(tmp) / "summary.json").write_text(json.dumps(stats, indent=2))
+        client.log_artifacts(parent_id, tmp)
+    for k, v in stats.items():
+        client.log_metric(parent_id, k, float(v))
+    client.set_terminated(parent_id, status="FINISHED")

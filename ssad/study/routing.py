@@ -1,0 +1,225 @@
+"""Per-class search and early stopping inside one Tune experiment.
+
+All classes' trials share the cluster, but AUROC scales differ between classes: a single Optuna
+study would learn one class's optimum from another's results, and a single ASHA would stop a hard
+class's trials for being "worse" than an easy class's. So the trial config carries its class, and:
+
+* :class:`ClassRoutedSearcher` keeps one Optuna searcher (or grid) per class, hands out trials
+  round-robin over classes, replicates each configuration over ``seeds_per_config`` seeds and tells
+  the class's sampler the mean over seeds; it implements ``save``/``restore`` so ``Tuner.restore``
+  keeps the samplers' state.
+* :class:`ClassRoutedScheduler` keeps one ASHA bracket set per class.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from ssad.study.spec import SearchSpace
+
+__all__ = ["ClassRoutedScheduler", "ClassRoutedSearcher", "define_by_run"]
+
+log = logging.getLogger(__name__)
+
+
+class define_by_run:
+    """An Optuna define-by-run space; a ``…_max`` is sampled at or above its ``…_min``."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.partner_of_max = {hi: lo for lo, hi in space.pairs().items()}
+        self.ordered = sorted(space.dims, key=lambda d: d.key in self.partner_of_max)  # mins first
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        for d in self.ordered:
+            low = d.low
+            if d.key in self.partner_of_max and d.kind != "categorical":
+                low = max(d.low, trial.params[self.partner_of_max[d.key]])
+            if d.kind == "categorical":
+                trial.suggest_categorical(d.key, list(d.choices))
+            elif d.kind == "int":
+                trial.suggest_int(d.key, math.ceil(low), int(d.high))
+            else:
+                trial.suggest_float(d.key, low, d.high, log=d.kind == "logfloat")
+
+
+class _Grid:
+    """Grid 'sampler' with the suggest / on_trial_complete shape of a Tune searcher."""
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        self.points, self.next = points, 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.next >= len(self.points):
+            return None
+        self.next += 1
+        return dict(self.points[self.next - 1])
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        pass
+
+
+class ClassRoutedSearcher(Searcher):
+    """Round-robin over classes; per class an Optuna TPE searcher (seeded) or a grid.
+
+    Trial configs look like ``{"class_name": c, "seed": s, "config_id": id, "params": {...}}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        classes: list[str],
+        space: SearchSpace,
+        configs_per_class: int,
+        seeds_per_config: int,
+        kind: str,
+        seed: int,
+        metric: str,
+        mode: str,
+    ) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.classes = list(classes)
+        self.configs_per_class, self.seeds_per_config = configs_per_class, seeds_per_config
+        self.subs: dict[str, Any] = {}
+        for i, c in enumerate(self.classes):
+            if kind == "grid":
+                self.subs[c] = _Grid(space.grid())
+            else:
+                sampler = optuna.samplers.TPESampler(
+                    seed=seed + i, n_startup_trials=max(2, configs_per_class // 3)
+                )
+                self.subs[c] = OptunaSearch(
+                    define_by_run(space), metric=metric, mode=mode, sampler=sampler
+                )
+        self.suggested = dict.fromkeys(self.classes, 0)  # configurations handed out per class
+        self.pending: list[dict[str, Any]] = []  # seed replicas waiting to be handed out
+        self.trials: dict[str, dict[str, Any]] = {}  # trial id → its config
+        self.results: dict[str, dict[str, float | None]] = {}  # config id → trial id → metric
+        self.told: set[str] = set()
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec
+    ) -> bool:
+        return True  # metric/mode are fixed at construction
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.pending:
+            cfg = self.pending.pop(0)
+        else:
+            open_classes = [c for c in self.classes if self.suggested[c] < self.configs_per_class]
+            if not open_classes:
+                return Searcher.FINISHED
+            cls = min(open_classes, key=lambda c: (self.suggested[c], self.classes.index(c)))
+            params = self.subs[cls].suggest(trial_id)
+            if params is None:  # grid exhausted early
+                self.suggested[cls] = self.configs_per_class
+                return self.suggest(trial_id)
+            self.suggested[cls] += 1
+            config_id = trial_id
+            self.results[config_id] = {}
+            replicas = [
+                {"class_name": cls, "seed": s, "config_id": config_id, "params": params}
+                for s in range(self.seeds_per_config)
+            ]
+            cfg, self.pending = replicas[0], self.pending + replicas[1:]
+        self.trials[trial_id] = cfg
+        self.results[cfg["config_id"]][trial_id] = None
+        return cfg
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        cfg = self.trials.get(trial_id)
+        if cfg is None:
+            return
+        cid = cfg["config_id"]
+        value = None if error or not result else result.get(self.metric)
+        self.results[cid][trial_id] = math.nan if value is None else float(value)
+        done = self.results[cid]
+        if (
+            cid in self.told
+            or len(done) < self.seeds_per_config
+            or any(v is None for v in done.values())
+        ):
+            return
+        finite = [v for v in done.values() if not math.isnan(v)]
+        self.told.add(cid)
+        sub = self.subs[cfg["class_name"]]
+        if finite:
+            sub.on_trial_complete(cid, {self.metric: sum(finite) / len(finite)})
+        else:
+            sub.on_trial_complete(cid, None, error=True)
+
+    # Tuner.restore silently loses a searcher's state without these.
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class ClassRoutedScheduler(FIFOScheduler):
+    """One ASHA per class, created on the class's first trial; trials run in FIFO order."""
+
+    def __init__(self, make: Callable[[], TrialScheduler], *, metric: str, mode: str) -> None:
+        super().__init__()
+        self._make = make
+        self._metric, self._mode = metric, mode
+        self.per_class: dict[str, TrialScheduler] = {}
+
+    def _for(self, trial) -> TrialScheduler:
+        cls = trial.config.get("class_name", "?")
+        if cls not in self.per_class:
+            sched = self._make()
+            sched.set_search_properties(self._metric, self._mode)
+            self.per_class[cls] = sched
+        return self.per_class[cls]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
+        return True
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._for(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._for(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return self._for(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._for(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._for(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "Per-class ASHA: " + "; ".join(
+            f"{c}: {s.debug_string()}" for c, s in sorted(self.per_class.items())
+        )
+
+
+def asha_factory(
+    *, max_t: int, grace_period: int, reduction_factor: int
+) -> Callable[[], TrialScheduler]:
+    def make() -> TrialScheduler:
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max_t,
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+        )
+
+    return make

@@ -1,0 +1,396 @@
+"""Study specs and search spaces: YAML → validated, typed objects, before anything launches.
+
+A study spec (``studies/*.yaml``) names classes, data, the base config, a search space file, the
+searcher, the scheduler, metric/mode, budget, resources, Ray address, MLflow and storage. A search
+space (``search_spaces/*.yaml``) maps dotted config keys to distributions. Every error names the
+file and the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ssad.config import PRESETS, Config, ConfigError, flatten
+
+__all__ = ["Dimension", "SearchSpace", "SpecError", "StudySpec", "load_search_space", "load_spec"]
+
+METRICS = ("val_image_auroc", "val_pixel_auroc", "val_aupro", "val_image_f1_max")
+
+
+class SpecError(ConfigError):
+    """A study spec or search space is invalid (message names file and key)."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched key: ``float`` / ``logfloat`` / ``int`` (low..high) or ``categorical``."""
+
+    key: str
+    kind: Literal["float", "logfloat", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    def grid_values(self) -> list[Any]:
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "int":
+            return list(range(int(self.low), int(self.high) + 1))
+        raise SpecError(
+            f"{self.key}: grid search needs categorical or int dimensions, got {self.kind}"
+        )
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    dims: tuple[Dimension, ...]
+    source: str = "<space>"
+
+    @property
+    def keys(self) -> list[str]:
+        return [d.key for d in self.dims]
+
+    def pairs(self) -> dict[str, str]:
+        """``…_min`` key → its ``…_max`` partner where both are searched (max sampled after min)."""
+        keys = set(self.keys)
+        return {k: k[:-4] + "_max" for k in keys if k.endswith("_min") and k[:-4] + "_max" in keys}
+
+    def grid(self) -> list[dict[str, Any]]:
+        values = [d.grid_values() for d in self.dims]
+        return [dict(zip(self.keys, combo)) for combo in itertools.product(*values)]
+
+    def corners(self) -> list[dict[str, Any]]:
+        """The low and high corner configurations (pairs kept ordered) used for validation."""
+        out = []
+        for pick in (0, -1):
+            point = {}
+            for d in self.dims:
+                vals = list(d.choices) if d.kind == "categorical" else [d.low, d.high]
+                v = vals[pick]
+                point[d.key] = int(v) if d.kind == "int" else v
+            for lo, hi in self.pairs().items():
+                point[hi] = max(point[hi], point[lo])
+            out.append(point)
+        return out
+
+
+def load_search_space(path: str | Path, *, base: Config | None = None) -> SearchSpace:
+    """Parse and validate a search space file against the config schema and ``base``."""
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise SpecError(f"{src}: search space file not found")
+    raw = _read_yaml(path)
+    known = Config().flat()
+    dims = []
+    for key, d in flatten_space(raw).items():
+        if key not in known:
+            raise SpecError(f"{src}: {key}: not a config key")
+        if not isinstance(d, dict) or "type" not in d:
+            raise SpecError(
+                f"{src}: {key}: expected a mapping with 'type' (float|logfloat|int|categorical)"
+            )
+        kind = d["type"]
+        extra = set(d) - {"type", "low", "high", "choices"}
+        if extra:
+            raise SpecError(f"{src}: {key}: unknown field(s) {sorted(extra)}")
+        if kind == "categorical":
+            choices = d.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise SpecError(f"{src}: {key}: categorical needs a non-empty 'choices' list")
+            dims.append(
+                Dimension(
+                    key,
+                    kind,
+                    choices=tuple(tuple(c) if isinstance(c, list) else c for c in choices),
+                )
+            )
+            continue
+        if kind not in ("float", "logfloat", "int"):
+            raise SpecError(
+                f"{src}: {key}: type must be float|logfloat|int|categorical, got {kind!r}"
+            )
+        low, high = d.get("low"), d.get("high")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise SpecError(f"{src}: {key}: needs numeric 'low' and 'high'")
+        if low >= high:
+            raise SpecError(f"{src}: {key}: low {low} must be < high {high}")
+        if kind == "logfloat" and low <= 0:
+            raise SpecError(f"{src}: {key}: logfloat needs low > 0, got {low}")
+        if kind == "int" and (int(low) != low or int(high) != high):
+            raise SpecError(f"{src}: {key}: int bounds must be integers")
+        dims.append(Dimension(key, kind, float(low), float(high)))
+    if not dims:
+        raise SpecError(f"{src}: empty search space")
+    space = SearchSpace(tuple(dims), source=src)
+    for lo, hi in space.pairs().items():
+        dlo, dhi = space_dim(space, lo), space_dim(space, hi)
+        if dlo.kind != "categorical" and dhi.kind != "categorical" and dlo.low > dhi.high:
+            raise SpecError(
+                f"{src}: {lo}: its lowest value {dlo.low} exceeds the highest {hi} {dhi.high}"
+            )
+    base = base or Config()
+    for corner in space.corners():
+        try:
+            base.with_overrides(corner, source=src)
+        except ConfigError as exc:
+            raise SpecError(f"{exc} (at a corner of the search space)") from None
+    return space
+
+
+def space_dim(space: SearchSpace, key: str) -> Dimension:
+    return next(d for d in space.dims if d.key == key)
+
+
+def flatten_space(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested or dotted keys down to the distribution mappings (those with a 'type')."""
+    out = {}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and "type" not in v:
+            out.update(flatten_space(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: top level must be a mapping")
+    return raw
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    path: Path
+    classes: tuple[str, ...]
+    data_root: str  # a folder or "synthetic"
+    synthetic_seed: int
+    base: Config  # preset + overrides applied; data.root set
+    space: SearchSpace
+    searcher: Literal["optuna", "grid"] = "optuna"
+    searcher_seed: int = 0
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = 2
+    reduction_factor: int = 2
+    metric: str = "val_image_auroc"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = 8  # configurations per class (grid: every grid point)
+    seeds_per_config: int = 1
+    cpu: float = 1.0
+    gpu: float = 0.0
+    max_concurrent: int = 2
+    max_failures: int = 2
+    ray_address: str | None = None
+    tracking_uri: str = "sqlite:///runs/mlflow.db"
+    experiment: str = "ssad"
+    storage_path: Path = Path("runs/ray")
+    final: dict[str, Any] = field(default_factory=dict)  # promotion overrides
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_epochs(self) -> int:
+        return self.base.train.phase1_epochs + self.base.train.phase2_epochs
+
+    def configs_per_class(self) -> int:
+        return len(self.space.grid()) if self.searcher == "grid" else self.num_samples
+
+    def trials_per_class(self) -> int:
+        return self.configs_per_class() * self.seeds_per_config
+
+    def total_trials(self) -> int:
+        return self.trials_per_class() * len(self.classes)
+
+
+_SPEC_KEYS = {
+    "name",
+    "classes",
+    "data",
+    "base",
+    "search_space",
+    "searcher",
+    "scheduler",
+    "metric",
+    "mode",
+    "num_samples",
+    "seeds_per_config",
+    "resources",
+    "max_concurrent",
+    "max_failures",
+    "ray_address",
+    "mlflow",
+    "storage_path",
+    "final",
+}
+
+
+def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> StudySpec:
+    """Read and validate a study spec (``overrides``: dotted spec keys, e.g. ``num_samples``)."""
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise SpecError(f"{src}: study spec not found")
+    raw = _read_yaml(path)
+    if overrides:
+        for key, value in overrides.items():
+            _set_spec_key(raw, key, value, src)
+    unknown = set(raw) - _SPEC_KEYS
+    if unknown:
+        raise SpecError(f"{src}: unknown key(s) {sorted(unknown)}; known: {sorted(_SPEC_KEYS)}")
+
+    def get(section: dict, key: str, typ, default, where: str):
+        value = section.get(key, default)
+        if value is None and default is None:
+            return None
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise SpecError(f"{src}: {where}{key}: expected {typ.__name__}, got {value!r}")
+        return value
+
+    def section(key: str) -> dict:
+        value = raw.get(key) or {}
+        if not isinstance(value, dict):
+            raise SpecError(f"{src}: {key}: expected a mapping")
+        return value
+
+    name = get(raw, "name", str, path.stem, "")
+    classes = raw.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise SpecError(f"{src}: classes: expected a non-empty list of class names")
+    data, base_sec, srch, sched = (
+        section("data"),
+        section("base"),
+        section("searcher"),
+        section("scheduler"),
+    )
+    res, mlf = section("resources"), section("mlflow")
+    for sec_name, sec, keys in (
+        ("data", data, {"root", "synthetic_seed"}),
+        ("base", base_sec, {"preset", "config", "overrides"}),
+        ("searcher", srch, {"type", "seed"}),
+        ("scheduler", sched, {"type", "grace_period", "reduction_factor"}),
+        ("resources", res, {"cpu", "gpu"}),
+        ("mlflow", mlf, {"tracking_uri", "experiment"}),
+    ):
+        bad = set(sec) - keys
+        if bad:
+            raise SpecError(
+                f"{src}: {sec_name}: unknown key(s) {sorted(bad)}; known: {sorted(keys)}"
+            )
+    data_root = get(data, "root", str, "synthetic", "data.")
+    preset = base_sec.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise SpecError(
+            f"{src}: base.preset: unknown preset {preset!r}; choose from {sorted(PRESETS)}"
+        )
+    base_over = base_sec.get("overrides") or {}
+    if not isinstance(base_over, dict):
+        raise SpecError(f"{src}: base.overrides: expected a mapping of dotted keys")
+    from ssad.config import load_config
+
+    base_file = base_sec.get("config")
+    base_path = (path.parent / base_file) if base_file else None
+    base = load_config(base_path, preset=preset)
+    base = base.with_overrides(flatten(base_over, source=src), source=f"{src}: base.overrides")
+    space_file = raw.get("search_space")
+    if not isinstance(space_file, str):
+        raise SpecError(f"{src}: search_space: expected a path to a search space YAML")
+    space_path = (path.parent / space_file).resolve()
+    if not space_path.is_file():
+        raise SpecError(f"{src}: search_space: file not found: {space_path}")
+    space = load_search_space(space_path, base=base)
+    searcher = get(srch, "type", str, "optuna", "searcher.")
+    if searcher not in ("optuna", "grid"):
+        raise SpecError(f"{src}: searcher.type: optuna | grid, got {searcher!r}")
+    if searcher == "grid":
+        space.grid()  # raises for continuous dimensions
+    scheduler = get(sched, "type", str, "asha", "scheduler.")
+    if scheduler not in ("asha", "none"):
+        raise SpecError(f"{src}: scheduler.type: asha | none, got {scheduler!r}")
+    metric = get(raw, "metric", str, "val_image_auroc", "")
+    if metric not in METRICS:
+        raise SpecError(f"{src}: metric: choose from {list(METRICS)}, got {metric!r}")
+    mode = get(raw, "mode", str, "max", "")
+    if mode not in ("max", "min"):
+        raise SpecError(f"{src}: mode: max | min, got {mode!r}")
+    spec = StudySpec(
+        name=name,
+        path=path.resolve(),
+        classes=tuple(classes),
+        data_root=data_root,
+        synthetic_seed=get(data, "synthetic_seed", int, 0, "data."),
+        base=base,
+        space=space,
+        searcher=searcher,
+        searcher_seed=get(srch, "seed", int, 0, "searcher."),
+        scheduler=scheduler,
+        grace_period=get(sched, "grace_period", int, 2, "scheduler."),
+        reduction_factor=get(sched, "reduction_factor", int, 2, "scheduler."),
+        metric=metric,
+        mode=mode,
+        num_samples=get(raw, "num_samples", int, 8, ""),
+        seeds_per_config=get(raw, "seeds_per_config", int, 1, ""),
+        cpu=get(res, "cpu", float, 1.0, "resources."),
+        gpu=get(res, "gpu", float, 0.0, "resources."),
+        max_concurrent=get(raw, "max_concurrent", int, 2, ""),
+        max_failures=get(raw, "max_failures", int, 2, ""),
+        ray_address=get(raw, "ray_address", str, None, ""),
+        tracking_uri=get(mlf, "tracking_uri", str, "sqlite:///runs/mlflow.db", "mlflow."),
+        experiment=get(mlf, "experiment", str, f"ssad-{name}", "mlflow."),
+        storage_path=Path(get(raw, "storage_path", str, "runs/ray", "")).expanduser().resolve(),
+        final=section("final"),
+        raw=raw,
+    )
+    _check_numbers(spec, src)
+    return spec
+
+
+def _check_numbers(spec: StudySpec, src: str) -> None:
+    checks = [
+        ("num_samples", spec.num_samples >= 1, "must be >= 1"),
+        ("seeds_per_config", spec.seeds_per_config >= 1, "must be >= 1"),
+        ("max_concurrent", spec.max_concurrent >= 1, "must be >= 1"),
+        ("max_failures", spec.max_failures >= 0, "must be >= 0"),
+        ("resources.cpu", spec.cpu > 0, "must be > 0"),
+        (
+            "resources.gpu",
+            spec.gpu >= 0 and (spec.gpu <= 1 or spec.gpu == int(spec.gpu)),
+            "a fraction in [0, 1] or a whole number of GPUs",
+        ),
+        (
+            "scheduler.grace_period",
+            1 <= spec.grace_period <= spec.max_epochs,
+            f"must be in [1, max epochs = {spec.max_epochs}]",
+        ),
+        ("scheduler.reduction_factor", spec.reduction_factor >= 2, "must be >= 2"),
+    ]
+    for key, ok, msg in checks:
+        if not ok:
+            raise SpecError(f"{src}: {key}: {msg}")
+    if len(set(spec.classes)) != len(spec.classes):
+        raise SpecError(f"{src}: classes: duplicated class names")
+    final_over = spec.final.get("overrides", {})
+    if set(spec.final) - {"overrides"} or not isinstance(final_over, dict):
+        raise SpecError(f"{src}: final: expected {{overrides: {{dotted.key: value}}}}")
+    spec.base.with_overrides(flatten(final_over, source=src), source=f"{src}: final.overrides")
+
+
+def _set_spec_key(raw: dict, key: str, value: Any, src: str) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"{src}: --set {key}: {part} is not a mapping")
+    node[parts[-1]] = value

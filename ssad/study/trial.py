@@ -1,0 +1,97 @@
+"""One trial = one class model trained under one configuration; no Ray import here.
+
+``run_trial(config, report, resume=...)`` trains with per-epoch validation. After every epoch it
+writes a checkpoint folder (training state, resolved config, validation metrics, ROC curve and
+heatmaps) and calls ``report(metrics, folder)``; after the last epoch the folder also holds the
+saved detector and the t-SNE plot. The Ray adapter turns ``report`` into ``tune.report``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ssad.config import Config
+from ssad.data.mvtec import fingerprint, split_test
+from ssad.detector import Detector
+from ssad.evaluate import Validator, write_artifacts
+from ssad.pipeline import load_data
+from ssad.train import EpochReport, TrainedModel, fit, resolve_device
+
+__all__ = ["STATE_FILE", "Report", "load_state", "resolve_trial_config", "run_trial"]
+
+STATE_FILE = "state.pt"
+Report = Callable[[dict[str, float], Path], None]
+
+
+def resolve_trial_config(base: dict | Config, trial: dict) -> Config:
+    """Base config + a trial's searched params, class and seed (seed offset from the base seed)."""
+    base_cfg = base if isinstance(base, Config) else Config.from_dict(base, source="study base")
+    return base_cfg.with_overrides(
+        {
+            **trial["params"],
+            "data.class_name": trial["class_name"],
+            "train.seed": base_cfg.train.seed + int(trial["seed"]),
+            "train.progress": False,
+            "train.val_every": 1,  # ASHA compares trials at every rung
+        },
+        source=f"trial {trial.get('config_id', '?')}",
+    )
+
+
+def load_state(folder: str | Path) -> dict | None:
+    path = Path(folder) / STATE_FILE
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+def run_trial(config: Config, report: Report, *, resume: dict | None = None) -> dict[str, float]:
+    """Train one class model, reporting validation metrics (prefixed ``val_``) every epoch."""
+    data = load_data(config)
+    val, _test = split_test(
+        data.test, val_fraction=config.data.val_fraction, seed=config.data.split_seed
+    )
+    validator = Validator(config, val, device=resolve_device(config.train.device))
+    total = config.train.phase1_epochs + config.train.phase2_epochs
+    info = {
+        "class_name": data.name,
+        "category": data.category,
+        "placement": data.placement,
+        "dataset_fingerprint": fingerprint(data),
+    }
+    final: dict[str, float] = {}
+
+    def on_epoch(rep: EpochReport, trained: TrainedModel) -> None:
+        metrics = rep.flat()
+        with tempfile.TemporaryDirectory(prefix="ssad-ckpt-") as tmp:
+            folder = Path(tmp)
+            torch.save(trained.checkpoint(), folder / STATE_FILE)
+            config.save(folder / "config.yaml")
+            (folder / "history.json").write_text(
+                json.dumps([h.flat() for h in trained.history], indent=2)
+            )
+            last = rep.epoch == total
+            if validator.last is not None:
+                cfg = config if last else config.with_overrides({"eval.tsne": False})
+                write_artifacts(
+                    folder / "val", validator.data, validator.last, trained.bank, rep.metrics, cfg
+                )
+            if last:
+                det = Detector(
+                    model=trained.model,
+                    bank=trained.bank,
+                    config=config,
+                    threshold=float(rep.metrics["image_threshold"]),
+                    info={**info, "val_metrics": rep.metrics},
+                    device=next(trained.model.parameters()).device,
+                )
+                det.save(folder / "detector")
+            report(metrics, folder)
+        final.clear()
+        final.update(metrics)
+
+    fit(config, data, validate=validator, on_epoch=on_epoch, resume=resume)
+    return final
