@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -107,6 +108,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ssad.detector import Detector
     from ssad.plots import heatmap_overlays
 
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     det = Detector.load(args.model)
     paths = collect_images(args.images)
     images, kept = [], []
@@ -218,6 +221,24 @@ def _print_ui_hint(uri: str, experiment_id: str) -> None:
         print(f"MLflow UI: {runs_table_url(uri, experiment_id)}")
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ssad.config import parse_overrides
+    from ssad.study.promote import promote
+    from ssad.study.spec import load_spec
+
+    spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
+    report = promote(
+        spec, top_k=args.top_k, seeds=args.seeds, classes=args.classes, ray_address=args.ray_address
+    )
+    with pd.option_context("display.width", 200, "display.max_colwidth", 120):
+        print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("champions: " + ", ".join(report["model"]) + f"  (tracking store {spec.tracking_uri})")
+    print("score images: ssad predict models:/ssad-<class>@champion IMAGE_OR_DIR... --out DIR")
+    return 0
+
+
 def cmd_study_show(args: argparse.Namespace) -> int:
     from ssad.study.leaderboard import leaderboard
     from ssad.study.spec import load_spec
@@ -270,7 +291,30 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("model")
     pr.add_argument("images", nargs="+", help="image files or folders")
     pr.add_argument("--out", required=True, type=Path)
+    pr.add_argument(
+        "--tracking-uri",
+        help="MLflow store for models:/ URIs (default: $MLFLOW_TRACKING_URI "
+        "or sqlite:///runs/mlflow.db)",
+    )
     pr.set_defaults(func=cmd_predict)
+
+    prom = sub.add_parser("promote", help="best per-class configs → final models → MLflow registry")
+    prom.add_argument("spec", type=Path)
+    prom.add_argument(
+        "--top-k", type=int, default=1, help="re-train the top-k configurations per class"
+    )
+    prom.add_argument("--seeds", type=int, default=1, help="seeds per re-trained configuration")
+    prom.add_argument("--classes", nargs="+", help="promote only these classes")
+    prom.add_argument("--ray-address", help="auto | HOST:PORT of a running Ray cluster")
+    prom.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a dotted spec key",
+    )
+    prom.set_defaults(func=cmd_promote)
 
     study = sub.add_parser("study", help="hyperparameter / ablation studies").add_subparsers(
         dest="study_command", required=True

@@ -35,6 +35,7 @@ def trials_frame(tracker: StudyTracker, spec: StudySpec) -> pd.DataFrame:
                 spec.metric: m.get(spec.metric, math.nan),
                 "seconds": (end - run.info.start_time) / 1000.0,
                 "config": {k: run.data.params.get(k) for k in searched},
+                "params": tags.get("ssad.params", "{}"),
             }
         )
     return pd.DataFrame(rows)

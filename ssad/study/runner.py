@@ -8,6 +8,7 @@ tracking store themselves (no SQLite contention) and nothing is lost when a work
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -90,8 +91,14 @@ def tune_trainable(trial_config: dict[str, Any], *, base: dict[str, Any]) -> Non
         with checkpoint.as_directory() as folder:
             resume = load_state(folder)
 
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, float], folder: Path) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        tune.report(
+            {**metrics, "node_id": node}, checkpoint=tune.Checkpoint.from_directory(str(folder))
+        )
 
     run_trial(config, report, resume=resume)
 
@@ -125,6 +132,7 @@ def _make_callback(
             )
             self.sha = git_sha()
             self.runs: dict[str, str] = {}
+            self.nodes: dict[str, str] = {}
 
         def _run(self, trial) -> str:
             if trial.trial_id not in self.runs:
@@ -137,6 +145,7 @@ def _make_callback(
                     "ssad.git_sha": self.sha,
                     "ssad.dataset_fingerprint": self.prints.get(tc["class_name"], ""),
                     "ssad.searched": ",".join(sorted(tc["params"])),
+                    "ssad.params": json.dumps(tc["params"], sort_keys=True),
                 }
                 self.runs[trial.trial_id] = self.tracker.trial_run(
                     parent_id=self.parent_id,
@@ -150,8 +159,12 @@ def _make_callback(
             self._run(trial)
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            run_id = self._run(trial)
             metrics = {k: v for k, v in result.items() if k in _LOGGED or k.startswith("val_")}
-            self.tracker.log_step(self._run(trial), metrics, int(result["training_iteration"]))
+            self.tracker.log_step(run_id, metrics, int(result["training_iteration"]))
+            if "node_id" in result and self.nodes.get(trial.trial_id) != result["node_id"]:
+                self.nodes[trial.trial_id] = result["node_id"]
+                self.tracker.client.set_tag(run_id, "ssad.node_id", result["node_id"])
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             done = int((trial.last_result or {}).get("training_iteration", 0))
@@ -184,6 +197,10 @@ def _make_callback(
     return MlflowTrials()
 
 
+def _trial_name(trial) -> str:
+    return f"{trial.config.get('class_name', 'trial')}-{trial.trial_id}"
+
+
 def run_study(
     spec: StudySpec,
     *,
@@ -206,6 +223,9 @@ def run_study(
             "pass --resume to continue it, or remove that folder to start over"
         )
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # Every epoch checkpoints (num_to_keep forces an experiment snapshot each time: that is what
+    # makes a SIGKILLed driver resumable); silence Tune's warning about it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     _init_ray(ray_address or spec.ray_address, spec)
     tracker = StudyTracker(spec.tracking_uri, spec.experiment, spec.name)
     params = {

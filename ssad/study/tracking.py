@@ -91,7 +91,12 @@ class StudyTracker:
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is not None:
             return exp.experiment_id
-        return self.client.create_experiment(self.experiment)
+        location = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            # Artifacts beside the database, not in ./mlruns of whatever the working directory is.
+            db = Path(self.tracking_uri[len("sqlite:///") :])
+            location = (db.parent / "mlartifacts").resolve().as_uri()
+        return self.client.create_experiment(self.experiment, artifact_location=location)
 
     # ---- runs ------------------------------------------------------------------------------------
     def _find(self, filter_string: str) -> list:
