@@ -45,7 +45,12 @@ class DataConfig:
     image_size: int = 256
     category: Literal["auto", "texture", "object"] = "auto"  # auto: MVTec table / ssad_classes.yaml
     placement: Literal["auto", "fixed", "moving"] = "auto"  # moving: foreground mask per image
-    val_fraction: float = 0.5  # stratified half of the test split used for selection
+    # Selection data: "test_half" = a fixed, stratified half of the test split (the other half is
+    # the test split); "synthetic" = held-out normal training images with synthetic defects added
+    # (the real test split is then never seen before promotion).
+    val_source: Literal["test_half", "synthetic"] = "test_half"
+    val_fraction: float = 0.5  # test_half: share of the test split used for validation
+    holdout_fraction: float = 0.2  # synthetic: share of train/good held out for validation
     split_seed: int = 0
 
 
@@ -174,6 +179,8 @@ class Config:
             fail("data.image_size", f"must be >= 32, got {d.image_size}")
         if not 0.0 < d.val_fraction < 1.0:
             fail("data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
+        if not 0.0 < d.holdout_fraction < 1.0:
+            fail("data.holdout_fraction", f"must be in (0, 1), got {d.holdout_fraction}")
         for name in ("big", "scar"):
             s: DefectShape = getattr(self.defects, name)
             k = f"defects.{name}"

@@ -107,14 +107,13 @@ def score_images(
 
 
 class Validator:
-    """Per-epoch validation over fixed samples (images loaded once): image/pixel AUROC, AUPRO.
+    """Per-epoch validation over fixed labelled images (loaded once): image/pixel AUROC, AUPRO.
 
     The scores of the latest call stay in ``last`` so the final artifacts need no second pass.
     """
 
-    def __init__(self, config: Config, samples: Sequence[Sample], *, device: torch.device) -> None:
-        self.config, self.device = config, device
-        self.data = load_samples(samples, config.data.image_size)
+    def __init__(self, config: Config, data: LabelledImages, *, device: torch.device) -> None:
+        self.config, self.device, self.data = config, device, data
         self.last: Scored | None = None
 
     def __call__(self, model: SSADNet, bank: MemoryBank) -> dict[str, float]:
@@ -128,14 +127,16 @@ class Validator:
 def evaluate(
     model: SSADNet,
     bank: MemoryBank,
-    samples: Sequence[Sample],
+    data: LabelledImages | Sequence[Sample],
     config: Config,
     *,
     device: torch.device,
     out_dir: str | Path | None = None,
 ) -> dict[str, float]:
-    """Metrics on ``samples``; with ``out_dir`` also metrics.json, ROC curves, heatmaps, t-SNE."""
-    data = load_samples(samples, config.data.image_size)
+    """Metrics on labelled images (or samples, loaded here); with ``out_dir`` also metrics.json,
+    ROC curves, heatmaps and t-SNE."""
+    if not isinstance(data, LabelledImages):
+        data = load_samples(data, config.data.image_size)
     scored = score_images(model, bank, data.images, config, device=device)
     metrics = compute_all(
         labels=data.labels, scores=scored.scores, masks=data.masks, maps=scored.maps

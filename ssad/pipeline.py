@@ -7,17 +7,48 @@ The single entry point shared by ``ssad train``, study trials and promotion; pro
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ssad.config import Config
-from ssad.data.mvtec import ClassData, fingerprint, load_class, split_test
+from ssad.data.images import read_image
+from ssad.data.masks import foreground_mask
+from ssad.data.mvtec import ClassData, DatasetError, Sample, fingerprint, load_class, split_test
+from ssad.data.pretext import synthetic_anomalies
 from ssad.detector import Detector
-from ssad.evaluate import Validator, evaluate, write_artifacts
+from ssad.evaluate import LabelledImages, Validator, evaluate, load_samples, write_artifacts
 from ssad.train import EpochCallback, fit, resolve_device
 
-__all__ = ["evaluate_saved", "load_data", "train_class"]
+__all__ = ["evaluate_saved", "load_data", "splits", "train_class"]
+
+
+def splits(config: Config, data: ClassData) -> tuple[ClassData, LabelledImages, list[Sample]]:
+    """(training data, validation images, test samples) for ``data.val_source``.
+
+    ``test_half``: validation is a fixed, stratified half of the test split, test the other half.
+    ``synthetic``: every ``1/holdout_fraction``-th normal training image is held out and, with
+    synthetic defects added, is the validation set; the whole real test split stays unseen.
+    """
+    d = config.data
+    if d.val_source == "test_half":
+        val, test = split_test(data.test, val_fraction=d.val_fraction, seed=d.split_seed)
+        return data, load_samples(val, d.image_size), test
+    n = len(data.train)
+    rng = np.random.default_rng(d.split_seed)
+    held = set(rng.permutation(n)[: max(2, round(n * d.holdout_fraction))].tolist())
+    if n - len(held) < 2:
+        raise DatasetError(
+            f"{data.root / data.name}: too few training images to hold out a validation set"
+        )
+    keep = tuple(p for i, p in enumerate(data.train) if i not in held)
+    images = [read_image(data.train[i], d.image_size) for i in sorted(held)]
+    masks = [foreground_mask(im, category=data.category) for im in images]
+    imgs, labels, gts = synthetic_anomalies(images, masks, config=config, seed=d.split_seed)
+    names = [f"{'synthetic' if y else 'good'}/{i:03d}" for i, y in enumerate(labels)]
+    return replace(data, train=keep), LabelledImages(imgs, labels, gts, names), list(data.test)
 
 
 def load_data(config: Config) -> ClassData:
@@ -41,10 +72,7 @@ def train_class(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(config)
-    val, test = split_test(
-        data.test, val_fraction=config.data.val_fraction, seed=config.data.split_seed
-    )
+    data, val, test = splits(config, load_data(config))
     device = resolve_device(config.train.device)
     validator = Validator(config, val, device=device)
     trained = fit(config, data, validate=validator, on_epoch=on_epoch, resume=resume)
@@ -97,14 +125,12 @@ def evaluate_saved(
     """Re-evaluate a saved detector folder on its class's val or test split."""
     det = Detector.load(run_dir)
     data = load_data(det.config)
-    val, test = split_test(
-        data.test, val_fraction=det.config.data.val_fraction, seed=det.config.data.split_seed
-    )
-    samples = {"val": val, "test": test, "all": list(data.test)}[split]
+    _, val, test = splits(det.config, data)
+    chosen = {"val": val, "test": test, "all": list(data.test)}[split]
     return evaluate(
         det.model,
         det.bank,
-        samples,
+        chosen,
         det.config,
         device=det.device,
         out_dir=Path(run_dir) / split if artifacts else None,

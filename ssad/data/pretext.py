@@ -17,7 +17,7 @@ from ssad.config import Config
 from ssad.data.defects import big_defect, line_defect, scar
 from ssad.data.images import to_tensor
 
-__all__ = ["PretextDataset", "color_jitter"]
+__all__ = ["PretextDataset", "color_jitter", "synthetic_anomalies"]
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
@@ -121,3 +121,25 @@ def _random_crop(
         return crop, None
     fcrop = fg[top : top + size, left : left + size]
     return crop, fcrop if fcrop.any() else np.ones_like(fcrop)
+
+
+def synthetic_anomalies(
+    images: list[np.ndarray], fg_masks: list[np.ndarray], *, config: Config, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A labelled validation set from held-out normal images only: each image once as it is
+    (label 0) and once with a big defect or a scar (alternating, image-mode ranges, label 1).
+
+    Returns images (2N, H, W, 3) uint8, labels (2N,), masks (2N, H, W) bool.
+    """
+    d = config.defects
+    out_images, labels, masks = [], [], []
+    for i, (image, fg) in enumerate(zip(images, fg_masks)):
+        rng = np.random.default_rng([seed, 7919, i])
+        if i % 2 == 0:
+            defect, mask = big_defect(image, rng, shape=d.big, fills=d.fills, center_mask=fg)
+        else:
+            defect, mask = scar(image, rng, shape=d.scar, max_angle=d.scar_angle, fills=d.fills, center_mask=fg)
+        out_images += [image, defect]
+        labels += [0, 1]
+        masks += [np.zeros(image.shape[:2], dtype=bool), mask]
+    return np.stack(out_images), np.array(labels, dtype=np.int64), np.stack(masks)

@@ -48,7 +48,9 @@ def download_detector(uri: str, *, tracking_uri: str | None = None) -> Path:
         meta = yaml.safe_load((local / "MLmodel").read_text())
         folder = local / meta["flavors"]["python_function"]["artifacts"]["detector"]["path"]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
-        raise FileNotFoundError(f"{uri}: not an ssad model (no 'detector' artifact in {local}/MLmodel)") from None
+        raise FileNotFoundError(
+            f"{uri}: not an ssad model (no 'detector' artifact in {local}/MLmodel)"
+        ) from None
     return folder
 
 
@@ -121,6 +123,8 @@ def log_detector(
         client.create_registered_model(
             name, description=f"ssad anomaly detector for class {class_name}"
         )
-    version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags)
+    version = client.create_model_version(
+        name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+    )
     client.set_registered_model_alias(name, CHAMPION, version.version)
     return version.version

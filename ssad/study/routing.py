@@ -36,19 +36,24 @@ class define_by_run:
 
     def __init__(self, space: SearchSpace) -> None:
         self.partner_of_max = {hi: lo for lo, hi in space.pairs().items()}
+        self.max_high = {
+            lo: d.high for d in space.dims for lo, hi in space.pairs().items() if d.key == hi
+        }
         self.ordered = sorted(space.dims, key=lambda d: d.key in self.partner_of_max)  # mins first
 
     def __call__(self, trial: optuna.Trial) -> None:
         for d in self.ordered:
-            low = d.low
+            low, high = d.low, d.high
             if d.key in self.partner_of_max and d.kind != "categorical":
                 low = max(d.low, trial.params[self.partner_of_max[d.key]])
+            if self.max_high.get(d.key) is not None and d.kind != "categorical":
+                high = min(d.high, self.max_high[d.key])  # leave room for the max above the min
             if d.kind == "categorical":
                 trial.suggest_categorical(d.key, list(d.choices))
             elif d.kind == "int":
-                trial.suggest_int(d.key, math.ceil(low), int(d.high))
+                trial.suggest_int(d.key, math.ceil(low), int(high))
             else:
-                trial.suggest_float(d.key, low, d.high, log=d.kind == "logfloat")
+                trial.suggest_float(d.key, low, high, log=d.kind == "logfloat")
 
 
 class _Grid:

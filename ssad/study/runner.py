@@ -211,6 +211,7 @@ def run_study(
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
+    from ssad.study.dashboard import DEFAULT_DASHBOARD, log_dashboard
     from ssad.study.leaderboard import leaderboard, summary_artifacts
     from ssad.study.routing import ClassRoutedScheduler, ClassRoutedSearcher, asha_factory
 
@@ -295,6 +296,10 @@ def run_study(
     stats["parallel_efficiency"] = (
         stats["trial_seconds"] / (wall * spec.max_concurrent) if wall else 0.0
     )
+    try:
+        log_dashboard(tracker, parent_id, DEFAULT_DASHBOARD, spec)
+    except (ValueError, OSError) as exc:  # a broken dashboard must not fail a finished study
+        log.warning("dashboard not rendered: %s", exc)
     summary_artifacts(tracker, parent_id, board, stats)
     errors = sum(1 for r in results if r.error is not None)
     return {

@@ -124,6 +124,8 @@ def load_search_space(path: str | Path, *, base: Config | None = None) -> Search
             raise SpecError(f"{src}: {key}: logfloat needs low > 0, got {low}")
         if kind == "int" and (int(low) != low or int(high) != high):
             raise SpecError(f"{src}: {key}: int bounds must be integers")
+        if kind != "int" and isinstance(known[key], int):  # bool too; 2.7 would fail in a trial
+            raise SpecError(f"{src}: {key}: an integer key needs type int or categorical")
         dims.append(Dimension(key, kind, float(low), float(high)))
     if not dims:
         raise SpecError(f"{src}: empty search space")
@@ -136,10 +138,15 @@ def load_search_space(path: str | Path, *, base: Config | None = None) -> Search
             )
     base = base or Config()
     for corner in space.corners():
-        try:
-            base.with_overrides(corner, source=src)
-        except ConfigError as exc:
-            raise SpecError(f"{exc} (at a corner of the search space)") from None
+        # every categorical choice, not only the first and last, at both corners
+        points = [corner] + [
+            {**corner, d.key: c} for d in space.dims if d.kind == "categorical" for c in d.choices
+        ]
+        for point in points:
+            try:
+                base.with_overrides(point, source=src)
+            except ConfigError as exc:
+                raise SpecError(f"{exc} (at a corner of the search space)") from None
     return space
 
 
@@ -152,7 +159,7 @@ def flatten_space(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in raw.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and "type" not in v:
+        if isinstance(v, dict) and not {"type", "low", "high", "choices"} & set(v):
             out.update(flatten_space(v, f"{key}."))
         else:
             out[key] = v
@@ -303,6 +310,8 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
     base_path = (path.parent / base_file) if base_file else None
     base = load_config(base_path, preset=preset)
     base = base.with_overrides(flatten(base_over, source=src), source=f"{src}: base.overrides")
+    if data_root != "synthetic":  # the synthetic root is generated (and set) by the runner
+        base = base.with_overrides({"data.root": str(Path(data_root).expanduser().resolve())})
     space_file = raw.get("search_space")
     if not isinstance(space_file, str):
         raise SpecError(f"{src}: search_space: expected a path to a search space YAML")
@@ -314,7 +323,10 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
     if searcher not in ("optuna", "grid"):
         raise SpecError(f"{src}: searcher.type: optuna | grid, got {searcher!r}")
     if searcher == "grid":
-        space.grid()  # raises for continuous dimensions
+        try:
+            space.grid()  # raises for continuous dimensions
+        except SpecError as exc:
+            raise SpecError(f"{src}: searcher.type: grid: {space.source}: {exc}") from None
     scheduler = get(sched, "type", str, "asha", "scheduler.")
     if scheduler not in ("asha", "none"):
         raise SpecError(f"{src}: scheduler.type: asha | none, got {scheduler!r}")

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from ssad.config import Config
-from ssad.data.mvtec import fingerprint, split_test
+from ssad.data.mvtec import fingerprint
 from ssad.detector import Detector
 from ssad.evaluate import Validator, write_artifacts
-from ssad.pipeline import load_data
+from ssad.pipeline import load_data, splits
 from ssad.train import EpochReport, TrainedModel, fit, resolve_device
 
 __all__ = ["STATE_FILE", "Report", "load_state", "resolve_trial_config", "run_trial"]
@@ -50,10 +50,7 @@ def load_state(folder: str | Path) -> dict | None:
 
 def run_trial(config: Config, report: Report, *, resume: dict | None = None) -> dict[str, float]:
     """Train one class model, reporting validation metrics (prefixed ``val_``) every epoch."""
-    data = load_data(config)
-    val, _test = split_test(
-        data.test, val_fraction=config.data.val_fraction, seed=config.data.split_seed
-    )
+    data, val, _test = splits(config, load_data(config))
     validator = Validator(config, val, device=resolve_device(config.train.device))
     total = config.train.phase1_epochs + config.train.phase2_epochs
     info = {

@@ -1,0 +1,143 @@
+"""Run every benchmark once, side by side: JSON + markdown results and a printed table.
+
+Usage::
+
+    python -m benchmarks.run [--quick] [--threads N] [--only knn aupro] [--out benchmarks/results.json]
+    python benchmarks/run.py --quick
+
+Ratios are baseline seconds / our seconds (best of N per call): > 1 means ssad's version is faster.
+The markdown table is also written next to the JSON file (``results.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.cases import BENCHMARKS, Row
+from benchmarks.timing import machine_info, set_threads
+
+__all__ = ["main", "markdown", "run"]
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
+
+
+def run(
+    *, quick: bool, only: list[str] | None = None, threads: int | None = None
+) -> dict[str, object]:
+    """All (or the ``only`` named) benchmarks in one process; returns the JSON-ready results."""
+    names = only or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    if threads is not None:
+        set_threads(threads)
+    info = machine_info()
+    rows: list[Row] = []
+    wall: dict[str, float] = {}
+    for name in names:
+        print(f"[bench] {name} …", file=sys.stderr, flush=True)
+        tic = time.perf_counter()
+        rows += BENCHMARKS[name](quick)
+        wall[name] = time.perf_counter() - tic
+        print(f"[bench] {name} done in {wall[name]:.1f} s", file=sys.stderr, flush=True)
+    return {
+        "machine": info,
+        "quick": quick,
+        "timing": "seconds per call: best (minimum) and median of interleaved repeats",
+        "ratio": "baseline_s / ours_s (best of N); > 1 means ours is faster",
+        "wall_s": wall,
+        "pairs": [r for r in rows if r["kind"] == "pair"],
+        "throughput": [r for r in rows if r["kind"] == "throughput"],
+    }
+
+
+def _seconds(s: float) -> str:
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s * 1e6:.0f} µs"
+
+
+def _sizes(sizes: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sizes.items() if k != "model")
+
+
+def markdown(results: dict[str, object]) -> str:
+    """Two tables: implementation pairs (with ratios) and data-vs-training throughput."""
+    m = results["machine"]
+    lines = [
+        f"Machine: {m['processor']}, {m['cpu_usable']} usable of {m['cpu_count']} CPUs, "
+        f"threads torch/faiss/OpenCV/BLAS {m['torch_threads']}/{m['faiss_omp_threads']}/"
+        f"{m['opencv_threads']}/{','.join(map(str, m['blas_threads']))}, "
+        f"load average {m['load_average_1_5_15']}; torch {m['versions']['torch']}, "
+        f"numpy {m['versions']['numpy']}, faiss {m['versions']['faiss']}"
+        + (" — QUICK sizes (smoke test)" if results["quick"] else ""),
+        "",
+        "| benchmark | ours | baseline | sizes | baseline | ours | ratio best (median) |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in results["pairs"]:
+        baseline = r["baseline"] if r["equivalent"] else f"{r['baseline']} *(not equivalent)*"
+        if "ours_value" in r:
+            baseline += f" (AUPRO {r['baseline_value']:.4f} vs ours {r['ours_value']:.4f})"
+        lines.append(
+            f"| {r['name']} | {r['ours']} | {baseline} | {_sizes(r['sizes'])} "
+            f"| {_seconds(r['baseline_s'])} | {_seconds(r['ours_s'])} "
+            f"| **{r['ratio']:.1f}×** ({r['ratio_median']:.1f}×) |"
+        )
+    if results["throughput"]:
+        lines += [
+            "",
+            "| pretext data (DataLoader, workers=0) | sizes | data samples/s "
+            "| ms/sample: defect + to_tensor | train samples/s phase 1 / phase 2 "
+            "| data / train phase 1 / phase 2 |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for r in results["throughput"]:
+            split = r["data_ms_per_sample_split"]
+            lines.append(
+                f"| {r['name']} | {_sizes(r['sizes'])} | {r['data_samples_per_s']:.0f} "
+                f"| {split['defect_ms']:.2f} + {split['to_tensor_ms']:.2f} "
+                f"| {r['train_phase1_samples_per_s']:.0f} / {r['train_phase2_samples_per_s']:.0f} "
+                f"| {r['data_over_train_phase1']:.1f}× / {r['data_over_train_phase2']:.1f}× |"
+            )
+    lines += [
+        "",
+        "Ratio = baseline time / our time (best of N, median in brackets); > 1: ours is faster. "
+        "'not equivalent' rows compute a different map (speed reference only). Data / train > 1: "
+        "generating a batch is faster than training on it. Shared CPUs: timings are noisy.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch/faiss/OpenCV threads (default: the libraries' defaults, usually all cores)",
+    )
+    parser.add_argument("--only", nargs="+", metavar="NAME", help=f"subset of {list(BENCHMARKS)}")
+    args = parser.parse_args(argv)
+    results = run(quick=args.quick, only=args.only, threads=args.threads)
+    table = markdown(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"results: {args.out} and {args.out.with_suffix('.md')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,380 @@
+"""Study fixtures: a tiny data set, tiny spec files, free ports, Ray process hygiene, MLflow server.
+
+Every Ray instance a test starts gets its own short ``RAY_TMPDIR``: its sessions, sockets and
+``ray_current_cluster`` file stay out of ``/tmp/ray`` (other Ray users on the machine never
+auto-connect to it, and it never auto-connects to theirs), and every process it spawns inherits
+the variable, so :func:`ray_processes` finds exactly those processes by id — nothing is ever
+stopped by name (``ray stop`` would stop every Ray instance of the user).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+CLASSES = ("brick", "gelcap")
+MAX_EPOCHS = 4  # phase1 1 + phase2 3
+
+# A real trial in a few seconds on one CPU core: 64 px, 16 px patches, 4 epochs of 4 steps.
+TINY_BASE = {
+    "preset": "cpu",
+    "overrides": {
+        "data.image_size": 64,
+        "pretext.patch_size": 16,
+        "train.phase1_epochs": 1,
+        "train.phase2_epochs": 3,
+        "train.min_samples": 64,
+        "train.batch_size": 16,
+        "memory.bank_size": 500,
+        "eval.tsne": False,
+        "eval.heatmaps": 2,
+    },
+}
+
+TINY_SPACE = {
+    "memory.k": {"type": "int", "low": 1, "high": 5},
+    "train.phase2_lr": {"type": "logfloat", "low": 0.001, "high": 0.1},
+    "eval.image_score": {"type": "categorical", "choices": ["max", "topk"]},
+}
+
+
+# ---- data and specs -----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def study_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """brick (texture) + gelcap (object), 64 px, 8 train / 4 good + 2 per defect test images."""
+    from ssad.data.synthetic import generate
+
+    return generate(
+        tmp_path_factory.mktemp("study-data") / "data",
+        classes=list(CLASSES),
+        size=64,
+        n_train=8,
+        n_test_good=4,
+        n_test_per_defect=2,
+    )
+
+
+def write_spec(
+    folder: Path,
+    *,
+    data_root: Path,
+    name: str = "tiny",
+    tracking_uri: str | None = None,
+    space: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Path:
+    """Write ``folder/space.yaml`` and ``folder/<name>.yaml``; ``fields`` override spec keys.
+
+    Storage and tracking default to absolute paths inside ``folder`` (SQLite at ``mlflow.db``).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "space.yaml").write_text(yaml.safe_dump(space or TINY_SPACE, sort_keys=False))
+    spec: dict[str, Any] = {
+        "name": name,
+        "classes": list(CLASSES),
+        "data": {"root": str(data_root)},
+        "base": TINY_BASE,
+        "search_space": "space.yaml",
+        "searcher": {"type": "optuna", "seed": 0},
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "metric": "val_image_auroc",
+        "mode": "max",
+        "num_samples": 2,
+        "seeds_per_config": 1,
+        "resources": {"cpu": 1, "gpu": 0},
+        "max_concurrent": 2,
+        "max_failures": 0,
+        "mlflow": {
+            "tracking_uri": tracking_uri or f"sqlite:///{(folder / 'mlflow.db').resolve()}",
+            "experiment": f"ssad-{name}",
+        },
+        "storage_path": str((folder / "ray").resolve()),
+    }
+    spec.update(fields)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def make_spec(study_data: Path):
+    """``make_spec(folder, name=..., tracking_uri=..., **spec_keys) -> Path`` on the tiny data."""
+
+    def make(folder: Path, **kwargs: Any) -> Path:
+        return write_spec(folder, data_root=study_data, **kwargs)
+
+    return make
+
+
+# ---- ports, processes, Ray ----------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_table() -> dict[int, tuple[int, int, bytes, bytes]]:
+    """pid → (parent, process group, environ, cmdline) of the live (non-zombie) processes."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if stat[0] == "Z":
+                continue
+            env, cmd = (entry / "environ").read_bytes(), (entry / "cmdline").read_bytes()
+            table[int(entry.name)] = (int(stat[1]), int(stat[2]), env, cmd)
+        except (OSError, IndexError, ValueError):
+            continue
+    return table
+
+
+def ray_processes(
+    ray_tmpdir: str | Path, pgids: set[int] | frozenset[int] = frozenset()
+) -> list[int]:
+    """Live processes of one test's Ray instance, found by id-bearing marks only.
+
+    A process belongs to it when it inherited ``RAY_TMPDIR=ray_tmpdir``, names the temp dir on
+    its command line, is in one of ``pgids``, or descends from such a process (Ray workers and
+    agents retitle themselves, overwriting environ and command line, and workers get their own
+    process group, but they stay children of their raylet).
+    """
+    marker = f"RAY_TMPDIR={ray_tmpdir}".encode() + b"\0"
+    folder = str(ray_tmpdir).encode()
+    table = _proc_table()
+    table.pop(os.getpid(), None)
+    found = {
+        pid
+        for pid, (_ppid, pgid, env, cmd) in table.items()
+        if pgid in pgids or marker in env + b"\0" or folder in cmd
+    }
+    grew = True
+    while grew:
+        more = {pid for pid, row in table.items() if row[0] in found} - found
+        found |= more
+        grew = bool(more)
+    return sorted(found)
+
+
+def alive(pids: list[int]) -> list[int]:
+    table = _proc_table()
+    return [pid for pid in pids if pid in table]
+
+
+def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until none of ``pids`` is alive; returns the ones still alive at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = alive(pids)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def ray_env(ray_tmpdir: str | Path, **extra: str) -> dict[str, str]:
+    """Environment for a Ray process or driver of one test (token auth off, own temp dir)."""
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="disabled",
+        RAY_TMPDIR=str(ray_tmpdir),
+        RAY_DEDUP_LOGS="0",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("RAY_ADDRESS", None)
+    env.update(extra)
+    return env
+
+
+class RaySandbox:
+    """One test's Ray processes: a private short ``RAY_TMPDIR`` and the process groups started.
+
+    Unix socket paths under the temp dir must stay below ~107 characters, hence ``/tmp/ssr*``.
+    """
+
+    def __init__(self) -> None:
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="ssr", dir="/tmp"))
+        self.pgids: set[int] = set()
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return ray_env(self.tmpdir, **extra)
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen:
+        """Start ``args`` in its own process group (remembered for teardown)."""
+        kwargs.setdefault("env", self.env())
+        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+        self.pgids.add(proc.pid)
+        return proc
+
+    def processes(self) -> list[int]:
+        return ray_processes(self.tmpdir, self.pgids)
+
+    def stop(self, grace: float = 10) -> list[int]:
+        """SIGTERM every process of this sandbox, SIGKILL what is left after ``grace`` seconds.
+
+        Returns the ids that needed SIGKILL.
+        """
+        pids = self.processes()
+        kill_pids(pids, signal.SIGTERM)
+        left = wait_gone(pids, grace)
+        kill_pids(left)
+        wait_gone(left, 10)
+        return left
+
+
+@pytest.fixture
+def ray_sandbox() -> Iterator[RaySandbox]:
+    """A :class:`RaySandbox`; teardown stops, by id, whatever of it is still alive."""
+    box = RaySandbox()
+    try:
+        yield box
+    finally:
+        box.stop()
+        shutil.rmtree(box.tmpdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Path]:
+    """An in-process local Ray (2 CPUs, no dashboard) for ``run_study``; shut down afterwards."""
+    import ray
+
+    path = Path(tempfile.mkdtemp(prefix="ssr", dir="/tmp"))
+    env = {
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_TMPDIR": str(path),
+        "RAY_DEDUP_LOGS": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.delenv("RAY_ADDRESS", raising=False)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=100 * 1024**2,
+        )
+        try:
+            yield path
+        finally:
+            pids = ray_processes(path)
+            ray.shutdown()
+            kill_pids(wait_gone(pids, 15))
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- MLflow tracking server ---------------------------------------------------------------------
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {url} was up")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not up after {timeout}s")
+        time.sleep(0.5)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL, the process group of ``proc`` (started with start_new_session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` (SQLite store, served artifacts) on a free 127.0.0.1 port."""
+    port = free_port()
+    folder = tmp_path / "mlflow-server"
+    folder.mkdir()
+    log = open(folder / "server.log", "wb")  # noqa: SIM115 (closed in teardown)
+    proc = subprocess.Popen(
+        [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{uri}/health", 120, proc)
+        yield uri
+    finally:
+        stop_group(proc)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def study_helpers() -> SimpleNamespace:
+    """The helpers and constants above, for test modules (tests/ is not a package)."""
+    return SimpleNamespace(
+        REPO=REPO,
+        VENV_BIN=VENV_BIN,
+        CLASSES=CLASSES,
+        MAX_EPOCHS=MAX_EPOCHS,
+        TINY_BASE=TINY_BASE,
+        TINY_SPACE=TINY_SPACE,
+        write_spec=write_spec,
+        free_port=free_port,
+        ray_processes=ray_processes,
+        kill_pids=kill_pids,
+        alive=alive,
+        RaySandbox=RaySandbox,
+        wait_gone=wait_gone,
+        ray_env=ray_env,
+        wait_http=wait_http,
+        stop_group=stop_group,
+    )

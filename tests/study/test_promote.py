@@ -1,0 +1,136 @@
+"""Promotion and inference against a real MLflow registry (SQLite store and a real server).
+
+A tiny study runs on local Ray, ``promote`` trains the final models as Ray tasks and registers them;
+then the registry, idempotence, score reproduction, pyfunc/Detector agreement and ``ssad predict``
+on a folder with odd images are checked.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ssad.cli import main
+from ssad.config import load_config
+from ssad.detector import Detector
+from ssad.study.promote import promote
+from ssad.study.runner import run_study
+from ssad.study.spec import SpecError, load_spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def tracking(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return request.getfixturevalue("mlflow_server")
+
+
+def test_promote_register_and_predict(
+    local_ray, make_spec, tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    spec_path = make_spec(
+        tmp_path / "study",
+        name="promo",
+        tracking_uri=tracking,
+        num_samples=2,
+        final={"overrides": {"train.phase2_epochs": 4}},
+    )
+    spec = load_spec(spec_path)
+    with pytest.raises(SpecError, match="no trials"):
+        promote(spec)  # before the study ran: a clear error, not a traceback
+    out = run_study(spec)
+    assert out["errors"] == 0
+
+    report = promote(
+        spec, top_k=2, seeds=1, out_root=tmp_path / "promoted", models_root=tmp_path / "models"
+    )
+    assert list(report["class"]) == list(spec.classes)
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    versions = {}
+    for cls in spec.classes:
+        name = f"ssad-{cls}"
+        mv = client.get_model_version_by_alias(name, "champion")
+        versions[cls] = mv.version
+        assert mv.tags["ssad.study"] == "promo"
+        assert mv.tags["ssad.trial_id"]
+        assert 0.0 <= float(mv.tags["test_image_auroc"]) <= 1.0
+        assert mv.tags["ssad.promotion_key"]
+        # the promoted config is one `ssad train` accepts as is, with the final schedule
+        cfg = load_config(tmp_path / "promoted" / "promo" / f"{cls}.yaml")
+        assert cfg.data.class_name == cls and cfg.train.phase2_epochs == 4
+
+    # re-running promote for the unchanged study adds no version
+    again = promote(
+        spec, top_k=2, seeds=1, out_root=tmp_path / "promoted", models_root=tmp_path / "models"
+    )
+    for cls in spec.classes:
+        assert len(client.search_model_versions(f"name = 'ssad-{cls}'")) == 1
+        assert str(again.loc[again["class"] == cls, "version"].iloc[0]) == str(versions[cls])
+
+    cls = spec.classes[0]
+    uri = f"models:/ssad-{cls}@champion"
+    det = Detector.load(uri)
+    assert det.threshold is not None
+    # the champion reproduces the scores of its test evaluation
+    saved = np.load(tmp_path / "models" / "promo" / cls / "test" / "scores.npz")
+    root = Path(spec.data_root)
+    paths = [root / cls / "test" / f"{n}.png" for n in saved["names"]]
+    scores, maps = det.predict(paths)
+    np.testing.assert_allclose(scores, saved["scores"], rtol=1e-4, atol=1e-5)
+    assert maps.shape == (len(paths), det.size, det.size)
+    # pyfunc gives the same scores as Detector
+    mlflow.set_tracking_uri(tracking)
+    model = mlflow.pyfunc.load_model(uri)
+    frame = model.predict(pd.DataFrame({"path": [str(p) for p in paths]}))
+    np.testing.assert_allclose(frame["score"].to_numpy(), scores, rtol=1e-4, atol=1e-5)
+    assert frame["anomalous"].dtype == bool
+
+    # ssad predict on a folder with a grayscale, an RGBA and a corrupt file
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    good = sorted(glob.glob(str(root / cls / "test" / "good" / "*.png")))[:2]
+    for p in good:
+        (folder / Path(p).name).write_bytes(Path(p).read_bytes())
+    bgr = cv2.imread(good[0])
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))
+    (folder / "corrupt.png").write_bytes(b"\x89PNG not really an image")
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "predict",
+                uri,
+                str(folder),
+                "--out",
+                str(tmp_path / "preds"),
+                "--tracking-uri",
+                tracking,
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "corrupt.png" in captured.err and "skipped" in captured.err
+    assert "images/s" in captured.out
+    with open(tmp_path / "preds" / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(
+        [*(Path(p).name for p in good), "gray.png", "rgba.png"]
+    )
+    for r in rows:
+        assert 0.0 <= float(r["score"]) <= 1.0
+        assert r["anomalous"] == str(int(float(r["score"]) >= float(r["threshold"])))
+    assert len(list((tmp_path / "preds" / "heatmaps").glob("*.png"))) == len(rows)

@@ -1,0 +1,256 @@
+"""Study specs and search spaces: the shipped files load; every bad input fails naming file + key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ssad.config import ConfigError, load_config
+from ssad.study.spec import SpecError, load_search_space, load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path, study_helpers):
+    """``spec_file(**spec_keys) -> Path``: a tiny spec (data root need not exist for load_spec)."""
+
+    def make(**fields: Any) -> Path:
+        return study_helpers.write_spec(tmp_path, data_root=tmp_path / "data", **fields)
+
+    return make
+
+
+@pytest.fixture
+def tiny_base(study_helpers):
+    tiny = study_helpers.TINY_BASE
+    return load_config(preset=tiny["preset"], overrides=tiny["overrides"])
+
+# ---- the shipped specs and spaces ---------------------------------------------------------------
+
+
+def test_demo_spec_loads() -> None:
+    spec = load_spec(REPO / "studies" / "demo.yaml")
+    assert spec.name == "demo"
+    assert spec.classes == ("brick", "gelcap")
+    assert spec.searcher == "optuna" and spec.scheduler == "asha"
+    assert spec.base.train.phase2_epochs == 10  # base.overrides on top of the cpu preset
+    assert spec.base.data.image_size == 128  # from the cpu preset
+    assert spec.max_epochs == spec.base.train.phase1_epochs + 10
+    assert spec.total_trials() == 2 * spec.num_samples * spec.seeds_per_config
+    assert Path(spec.space.source).name == "seed.yaml"
+    assert spec.storage_path.is_absolute()
+
+
+def test_mvtec_spec_loads() -> None:
+    spec = load_spec(REPO / "studies" / "mvtec.yaml")
+    assert len(spec.classes) == 15
+    assert spec.gpu == 0.25 and spec.cpu == 4.0
+    assert spec.tracking_uri.startswith("http://")
+    assert spec.base.model.weights == "imagenet"
+
+
+@pytest.mark.parametrize("name", ["seed.yaml", "wide.yaml"])
+def test_shipped_search_spaces_load(name: str) -> None:
+    space = load_search_space(REPO / "search_spaces" / name)
+    assert "memory.k" in space.keys
+    # the min/max pairs are recognised (a max is sampled at or above its min)
+    assert space.pairs()["defects.big.area_min"] == "defects.big.area_max"
+    for corner in space.corners():
+        load_config(overrides=corner)
+
+
+# ---- spec errors ---------------------------------------------------------------------------------
+
+
+def _expect(path: Path, *fragments: str, overrides: dict[str, Any] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:  # SpecError, or ConfigError from base overrides
+        load_spec(path, overrides=overrides)
+    msg = str(info.value)
+    assert str(path) in msg, msg
+    for frag in fragments:
+        assert frag in msg, msg
+    return msg
+
+
+def test_tiny_spec_is_valid(spec_file) -> None:
+    spec = load_spec(spec_file())
+    assert spec.max_epochs == 4
+    assert spec.space.keys == ["memory.k", "train.phase2_lr", "eval.image_score"]
+    assert spec.tracking_uri.startswith("sqlite:////")
+
+
+def test_unknown_top_level_key(spec_file) -> None:
+    _expect(spec_file(num_trials=3), "num_trials")
+
+
+def test_unknown_key_in_a_section(spec_file) -> None:
+    path = spec_file(scheduler={"type": "asha", "grace": 2})
+    _expect(path, "scheduler", "grace")
+
+
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        ({"searcher": {"type": "random"}}, "searcher.type"),
+        ({"scheduler": {"type": "hyperband"}}, "scheduler.type"),
+        ({"metric": "val_accuracy"}, "metric"),
+        ({"mode": "maximize"}, "mode"),
+        ({"num_samples": "many"}, "num_samples"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"resources": {"cpu": 1, "gpu": 1.5}}, "resources.gpu"),
+        ({"scheduler": {"type": "asha", "grace_period": 5}}, "scheduler.grace_period"),
+        ({"scheduler": {"type": "asha", "reduction_factor": 1}}, "scheduler.reduction_factor"),
+        ({"classes": ["brick", "brick"]}, "classes"),
+        ({"classes": []}, "classes"),
+        ({"base": {"preset": "gpu"}}, "base.preset"),
+        ({"base": {"overrides": {"train.phase3_epochs": 1}}}, "train.phase3_epochs"),
+        ({"search_space": "missing.yaml"}, "search_space"),
+        ({"final": {"overrides": {"memory.k": 0}}}, "memory.k"),
+    ],
+)
+def test_bad_spec_values_name_file_and_key(spec_file, fields: dict, key: str) -> None:
+    _expect(spec_file(**fields), key)
+
+
+def test_grace_period_up_to_max_epochs_is_fine(spec_file) -> None:
+    spec = load_spec(spec_file(scheduler={"type": "asha", "grace_period": 4}))
+    assert spec.grace_period == spec.max_epochs == 4
+
+
+def test_whole_gpus_are_fine(spec_file) -> None:
+    assert load_spec(spec_file(resources={"cpu": 2, "gpu": 2})).gpu == 2.0
+
+
+def test_grid_searcher_with_a_float_dimension(spec_file) -> None:
+    msg = _expect(spec_file(searcher={"type": "grid"}), "train.phase2_lr", "grid")
+    assert "logfloat" in msg
+
+
+def test_grid_searcher_counts_grid_points(spec_file) -> None:
+    space = {
+        "memory.k": {"type": "int", "low": 1, "high": 3},
+        "eval.image_score": {"type": "categorical", "choices": ["max", "topk"]},
+    }
+    spec = load_spec(spec_file(searcher={"type": "grid"}, space=space, seeds_per_config=2))
+    assert spec.configs_per_class() == 6
+    assert spec.total_trials() == 2 * 6 * 2
+
+
+def test_set_style_overrides(spec_file) -> None:
+    path = spec_file()
+    spec = load_spec(
+        path,
+        overrides={
+            "num_samples": 5,
+            "scheduler.grace_period": 2,
+            "data.root": "/elsewhere",
+            "mlflow.experiment": "other",
+            "resources.gpu": 0.5,
+        },
+    )
+    assert spec.num_samples == 5 and spec.grace_period == 2
+    assert spec.data_root == "/elsewhere"
+    assert spec.experiment == "other" and spec.gpu == 0.5
+    assert spec.scheduler == "asha"  # untouched keys of an overridden section stay
+    assert yaml.safe_load(path.read_text())["num_samples"] == 2  # the file is not modified
+    _expect(path, "scheduler.grace_period", overrides={"scheduler.grace_period": 9})
+    _expect(path, "bogus", overrides={"bogus": 1})
+
+
+def test_missing_spec_file(tmp_path: Path) -> None:
+    _expect(tmp_path / "nope.yaml", "not found")
+
+
+# ---- search space errors -------------------------------------------------------------------------
+
+
+def _space(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def _space_error(path: Path, *fragments: str, base=None) -> str:
+    with pytest.raises(SpecError) as info:
+        load_search_space(path, base=base)
+    msg = str(info.value)
+    assert str(path) in msg, msg
+    for frag in fragments:
+        assert frag in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("train.lr: {type: float, low: 0.1, high: 0.2}", ("train.lr", "not a config key")),
+        ("memory.k: {type: int, low: 5, high: 5}", ("memory.k", "low")),
+        ("memory.k: {type: int, low: 6, high: 5}", ("memory.k", "low")),
+        ("train.phase2_lr: {type: logfloat, low: 0.0, high: 0.1}", ("train.phase2_lr", "low > 0")),
+        ("train.phase2_lr: {type: logfloat, low: -1, high: 0.1}", ("train.phase2_lr",)),
+        ("memory.k: {type: gaussian, low: 1, high: 5}", ("memory.k", "type")),
+        ("memory.k: 3", ("memory.k", "type")),
+        ("memory.k: {low: 1, high: 5}", ("memory.k", "type")),  # a forgotten type
+        ("eval.image_score: {type: categorical, choices: []}", ("eval.image_score", "choices")),
+        ("eval.image_score: {type: categorical}", ("eval.image_score", "choices")),
+        ("memory.k: {type: int, low: 1, high: 5, step: 2}", ("memory.k", "step")),
+        ("memory.k: {type: int, low: 1, high: five}", ("memory.k", "numeric")),
+        ("memory.k: {type: int, low: 1.5, high: 5}", ("memory.k", "integers")),
+        ("memory.k: {type: float, low: 1, high: 5}", ("memory.k",)),  # an int key: 2.7 would fail
+        ("train.batch_size: {type: int, low: 1, high: 8}", ("train.batch_size",)),
+        ("", ("empty",)),
+    ],
+)
+def test_bad_search_space_names_file_and_key(tmp_path: Path, text: str, fragments) -> None:
+    _space_error(_space(tmp_path, text), *fragments)
+
+
+def test_min_above_max_range(tmp_path: Path) -> None:
+    path = _space(
+        tmp_path,
+        "defects.big.area_min: {type: float, low: 0.2, high: 0.3}\n"
+        "defects.big.area_max: {type: float, low: 0.1, high: 0.15}\n",
+    )
+    _space_error(path, "defects.big.area_min", "defects.big.area_max")
+
+
+def test_overlapping_min_max_ranges_are_fine(tmp_path: Path) -> None:
+    path = _space(
+        tmp_path,
+        "defects.big.area_min: {type: float, low: 0.05, high: 0.2}\n"
+        "defects.big.area_max: {type: float, low: 0.1, high: 0.3}\n",
+    )
+    space = load_search_space(path)
+    low, high = space.corners()
+    assert low["defects.big.area_max"] >= low["defects.big.area_min"]
+    assert high["defects.big.area_max"] >= high["defects.big.area_min"]
+
+
+@pytest.mark.parametrize("choices", ["[16, 128]", "[128, 16]", "[16, 128, 32]"])
+def test_corner_violating_config_validation(tmp_path: Path, tiny_base, choices: str) -> None:
+    """patch sizes above the base's image size fail at load, wherever they sit in the list."""
+    base = tiny_base
+    path = _space(tmp_path, f"pretext.patch_size: {{type: categorical, choices: {choices}}}")
+    _space_error(path, "pretext.patch_size", "image_size", base=base)
+    load_search_space(_space(tmp_path, "pretext.patch_size: {type: categorical, choices: [16, 32]}"), base=base)
+
+
+def test_a_bad_middle_choice_is_caught(tmp_path: Path) -> None:
+    path = _space(tmp_path, "eval.image_score: {type: categorical, choices: [max, mean, topk]}")
+    _space_error(path, "eval.image_score", "mean")
+
+
+def test_missing_search_space_file(tmp_path: Path) -> None:
+    _space_error(tmp_path / "absent.yaml", "not found")
+
+
+def test_nested_and_dotted_space_keys(tmp_path: Path) -> None:
+    path = _space(
+        tmp_path,
+        "memory:\n  k: {type: int, low: 1, high: 3}\ntrain.phase2_lr: {type: logfloat, low: 0.001, high: 0.1}\n",
+    )
+    assert load_search_space(path).keys == ["memory.k", "train.phase2_lr"]

@@ -1,0 +1,164 @@
+"""FIFO memory bank: trimming, the FAISS index mirror, exact kNN cosine scores, persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from ssad.memory import MemoryBank, make_index
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _index_vectors(bank: MemoryBank) -> np.ndarray:
+    """The vectors stored in the bank's (CPU, flat) FAISS index."""
+    return faiss.rev_swig_ptr(bank.index.get_xb(), bank.index.ntotal * bank.dim).reshape(
+        bank.index.ntotal, bank.dim
+    )
+
+
+def test_fifo_trim_keeps_newest_in_order() -> None:
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(n, 4)).astype(np.float32) for n in (5, 3, 4)]
+    bank = MemoryBank(4, size=6, backend="cpu")
+    for b in batches:
+        bank.add(b)
+    assert len(bank) == 12  # add never drops
+    bank.trim()
+    assert len(bank) == 6
+    np.testing.assert_allclose(bank.vectors, _unit(np.concatenate(batches))[-6:], rtol=1e-6)
+    bank.trim()  # idempotent
+    assert len(bank) == 6
+    small = MemoryBank(4, size=50, backend="cpu")
+    small.add(batches[0])
+    small.trim()
+    assert len(small) == 5  # nothing to drop
+
+
+def test_add_accepts_torch_and_normalises() -> None:
+    bank = MemoryBank(3, size=10, backend="cpu")
+    bank.add(torch.tensor([[3.0, 0.0, 4.0]], requires_grad=True))
+    bank.add(np.zeros((0, 3), np.float32))  # empty batch is a no-op
+    np.testing.assert_allclose(bank.vectors, [[0.6, 0.0, 0.8]], rtol=1e-6)
+    with pytest.raises(ValueError, match="bank dim"):
+        bank.add(np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"\(B, D\)"):
+        bank.add(np.ones(3, np.float32))
+
+
+def test_index_mirrors_vectors_after_add_and_trim() -> None:
+    rng = np.random.default_rng(1)
+    bank = MemoryBank(8, size=10, backend="cpu")
+    for n in (7, 6, 5):
+        bank.add(rng.normal(size=(n, 8)))
+        assert bank.index.ntotal == len(bank)
+        np.testing.assert_array_equal(_index_vectors(bank), bank.vectors)
+        bank.trim()
+        assert bank.index.ntotal == len(bank) <= 10
+        np.testing.assert_array_equal(_index_vectors(bank), bank.vectors)
+
+
+def _brute_knn(bank_vecs: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    sims = _unit(q) @ bank_vecs.T
+    ids = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, ids, axis=1), ids
+
+
+def test_knn_equals_brute_force_cosine() -> None:
+    rng = np.random.default_rng(2)
+    bank = MemoryBank(16, size=100, backend="cpu")
+    bank.add(rng.normal(size=(80, 16)) * rng.uniform(0.1, 10, size=(80, 1)))  # any norms
+    bank.trim()
+    q = rng.normal(size=(25, 16)) * 3
+    sims, ids = bank.knn(q, 5)
+    ref_sims, ref_ids = _brute_knn(bank.vectors, q, 5)
+    assert sims.shape == ids.shape == (25, 5)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+    scores = bank.score(torch.from_numpy(q).float(), 5)
+    np.testing.assert_allclose(scores, (1 - ref_sims).mean(axis=1) / 2, atol=1e-5)
+    assert scores.dtype == np.float32 and scores.shape == (25,)
+
+
+def test_score_range_and_extremes() -> None:
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(20, 6))
+    bank = MemoryBank(6, size=20, backend="cpu")
+    bank.add(vecs)
+    s = bank.score(rng.normal(size=(50, 6)), 3)
+    assert ((s >= 0) & (s <= 1)).all()
+    np.testing.assert_allclose(bank.score(vecs[4:5] * 7.0, 1), [0.0], atol=1e-6)
+    # the negation of a one-vector bank is maximally anomalous
+    one = MemoryBank(6, size=5, backend="cpu")
+    one.add(vecs[:1])
+    np.testing.assert_allclose(one.score(-vecs[:1], 1), [1.0], atol=1e-6)
+
+
+def test_score_increases_as_query_rotates_away() -> None:
+    a = np.zeros((1, 4), np.float32)
+    a[0, 0] = 1
+    bank = MemoryBank(4, size=5, backend="cpu")
+    bank.add(a)
+    angles = np.linspace(0, np.pi, 13)
+    q = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles), np.zeros_like(angles)], 1)
+    s = bank.score(q.astype(np.float32), 1)
+    assert (np.diff(s) > 0).all(), s
+    np.testing.assert_allclose(s, (1 - np.cos(angles)) / 2, atol=1e-6)
+
+
+def test_k_larger_than_bank_uses_bank_size() -> None:
+    rng = np.random.default_rng(4)
+    bank = MemoryBank(5, size=10, backend="cpu")
+    bank.add(rng.normal(size=(3, 5)))
+    q = rng.normal(size=(2, 5))
+    sims, ids = bank.knn(q, 10)
+    assert sims.shape == ids.shape == (2, 3)
+    assert (ids >= 0).all()  # no FAISS -1 padding
+    ref_sims = _unit(q) @ bank.vectors.T
+    np.testing.assert_allclose(bank.score(q, 10), (1 - ref_sims).mean(axis=1) / 2, atol=1e-5)
+
+
+def test_empty_bank_raises() -> None:
+    bank = MemoryBank(4, size=10, backend="cpu")
+    with pytest.raises(RuntimeError, match="empty"):
+        bank.score(np.ones((1, 4), np.float32), 3)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    bank = MemoryBank(8, size=30, backend="cpu")
+    bank.add(rng.normal(size=(40, 8)))
+    bank.trim()
+    path = tmp_path / "bank.npy"
+    bank.save(path)
+    back = MemoryBank.load(path, size=30, backend="cpu")
+    # load re-normalises the (already unit) vectors: equal up to float32 rounding
+    np.testing.assert_allclose(back.vectors, bank.vectors, rtol=0, atol=1e-6)
+    assert back.size == 30 and back.index.ntotal == 30
+    q = rng.normal(size=(6, 8))
+    np.testing.assert_allclose(back.score(q, 3), bank.score(q, 3), rtol=0, atol=1e-6)
+    # a smaller configured size never silently drops saved vectors
+    assert len(MemoryBank.load(path, size=5, backend="cpu")) == 30
+
+
+@pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="a GPU is visible to faiss")
+def test_gpu_backend_without_gpu_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match=r"memory\.backend=gpu.*faiss-gpu"):
+        make_index(8, backend="gpu")
+    with pytest.raises(RuntimeError, match="memory.backend=gpu"):
+        MemoryBank(8, size=10, backend="gpu")
+
+
+@pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="a GPU is visible to faiss")
+@pytest.mark.parametrize("backend", ["auto", "cpu"])
+def test_auto_backend_is_cpu_flat_ip_here(backend: str) -> None:
+    index = make_index(8, backend=backend)
+    assert isinstance(index, faiss.IndexFlatIP)
+    assert index.d == 8 and index.ntotal == 0
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT

@@ -1,0 +1,126 @@
+"""Two-phase training on the tiny synthetic set: phases, frozen backbone, FIFO bank, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssad.detector import Detector
+from ssad.pipeline import load_data, train_class
+from ssad.train import EpochReport, TrainedModel, build_model, fit
+
+
+def _backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(("stem.", "layer"))}
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_phase1_freezes_backbone_weights_and_batchnorm_stats(make_config, tmp_path: Path) -> None:
+    # Start from a known full state dict, so "unchanged" has something exact to compare with.
+    init_cfg = make_config()
+    torch.manual_seed(11)
+    init = build_model(init_cfg)
+    with torch.no_grad():  # non-default BatchNorm statistics: a reset would show as well
+        for m in init.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+    path = tmp_path / "init.pt"
+    torch.save(init.state_dict(), path)
+    start = _snapshot(init)
+
+    cfg = make_config(**{"model.weights": str(path)})
+    after: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_epoch(report: EpochReport, trained: TrainedModel) -> None:
+        after[report.phase] = _snapshot(trained.model)
+
+    fit(cfg, load_data(cfg), on_epoch=on_epoch)
+    p1, p2 = after[1], after[2]
+    backbone_keys = list(_backbone_state(start))
+    assert any("running_mean" in k for k in backbone_keys)
+    assert any("num_batches_tracked" in k for k in backbone_keys)
+    for k in backbone_keys:  # parameters and BatchNorm buffers, stem and layer1..4
+        assert torch.equal(p1[k], start[k]), f"phase 1 changed backbone tensor {k}"
+    head_keys = [k for k in start if k.startswith(("fusion.", "head.", "classifier."))]
+    for prefix in ("fusion.", "head.", "classifier."):
+        changed = [k for k in head_keys if k.startswith(prefix) and not torch.equal(p1[k], start[k])]
+        assert changed, f"phase 1 did not train {prefix}"
+    # phase 2 trains the backbone too (weights and BatchNorm statistics)
+    assert not torch.equal(p2["stem.0.weight"], p1["stem.0.weight"])
+    assert not torch.equal(p2["layer4.1.bn2.running_var"], p1["layer4.1.bn2.running_var"])
+
+
+def test_bank_is_capped_and_saved_detector_holds_the_trained_bank(
+    make_config, tmp_path: Path
+) -> None:
+    cap = 12
+    cfg = make_config(**{"memory.bank_size": cap})
+    final: dict[str, object] = {}
+    sizes: list[int] = []
+
+    def on_epoch(report: EpochReport, trained: TrainedModel) -> None:
+        sizes.append(len(trained.bank))
+        assert report.bank_size == len(trained.bank) <= cap
+        assert trained.bank.index.ntotal == len(trained.bank)
+        final["bank"] = trained.bank.vectors.copy()
+        final["model"] = _snapshot(trained.model)
+
+    out = tmp_path / "run"
+    result = train_class(cfg, out_dir=out, on_epoch=on_epoch)
+    assert sizes and max(sizes) == cap  # more normal embeddings than fit: FIFO trimmed them
+    saved = np.load(out / "bank.npy")
+    np.testing.assert_array_equal(saved, final["bank"])  # the bank built in training, as is
+    state = torch.load(out / "model.pt", weights_only=True)
+    for k, v in final["model"].items():
+        assert torch.equal(state[k], v), k
+    det = Detector.load(out, device="cpu")
+    np.testing.assert_allclose(det.bank.vectors, final["bank"], rtol=0, atol=1e-6)
+    assert len(det.bank) == len(final["bank"])
+    assert det.threshold == pytest.approx(result["threshold"])
+    assert det.info["class_name"] == "brick"
+    for name in ("config.yaml", "detector.json", "metrics.json", "val/roc.png", "test/roc.png"):
+        assert (out / name).is_file(), name
+    assert result["val"] and result["test"]
+    assert 0.0 <= result["test"]["image_auroc"] <= 1.0
+
+
+@pytest.mark.parametrize(("phase1", "phase2", "stop_after"), [(1, 1, 1), (1, 2, 2)])
+def test_resume_gives_the_same_weights(
+    make_config, tmp_path: Path, phase1: int, phase2: int, stop_after: int
+) -> None:
+    cfg = make_config(**{"train.phase1_epochs": phase1, "train.phase2_epochs": phase2})
+    data = load_data(cfg)
+    path = tmp_path / "state.pt"
+
+    def save_state(report: EpochReport, trained: TrainedModel) -> None:
+        if report.epoch == stop_after:  # what a trial does: write the state to disk
+            torch.save(trained.checkpoint(), path)
+
+    straight = fit(cfg, data, on_epoch=save_state)
+    # one report per epoch, phase 1 epochs first
+    assert [r.epoch for r in straight.history] == list(range(1, phase1 + phase2 + 1))
+    assert [r.phase for r in straight.history] == [1] * phase1 + [2] * phase2
+    for r in straight.history:
+        assert np.isfinite(r.loss) and r.loss > 0
+        assert 0.0 <= r.accuracy <= 1.0 and r.seconds > 0
+        assert r.metrics == {}  # no validator given
+    assert not straight.model.training  # returned in eval mode
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == stop_after
+    resumed = fit(cfg, data, resume=state)
+    assert [r.epoch for r in resumed.history] == list(range(1, phase1 + phase2 + 1))
+    assert [r.loss for r in resumed.history[:stop_after]] == [
+        r.loss for r in straight.history[:stop_after]
+    ]
+    for r_straight, r_resumed in zip(straight.history[stop_after:], resumed.history[stop_after:]):
+        assert r_resumed.loss == pytest.approx(r_straight.loss, rel=1e-5)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    np.testing.assert_allclose(resumed.bank.vectors, straight.bank.vectors, atol=1e-5)
