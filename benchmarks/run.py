@@ -5,6 +5,10 @@ Usage::
     python -m benchmarks.run [--quick] [--threads N] [--only knn aupro] [--out benchmarks/results.json]
     python benchmarks/run.py --quick
 
+``--threads`` defaults to 1: on a shared 2-core machine two threads per library oversubscribe the
+cores and small ops become 10-100× slower and erratic (see README.md); ``--threads 0`` keeps the
+libraries' defaults.
+
 Ratios are baseline seconds / our seconds (best of N per call): > 1 means ssad's version is faster.
 The markdown table is also written next to the JSON file (``results.md``).
 """
@@ -125,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        help="torch/faiss/OpenCV threads (default: the libraries' defaults, usually all cores)",
+        default=1,
+        help="threads for torch, faiss, OpenCV and BLAS (default 1: stable on shared CPUs; "
+        "0: the libraries' own defaults, usually one per core)",
     )
     parser.add_argument("--only", nargs="+", metavar="NAME", help=f"subset of {list(BENCHMARKS)}")
     args = parser.parse_args(argv)
-    results = run(quick=args.quick, only=args.only, threads=args.threads)
+    results = run(quick=args.quick, only=args.only, threads=args.threads or None)
     table = markdown(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -272,20 +272,28 @@ def load_config(
         cfg = cfg.with_overrides(PRESETS[preset], source=f"preset {preset}")
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+        raw = read_yaml_mapping(path, error=ConfigError, what="config file")
         cfg = cfg.with_overrides(flatten(raw, source=str(path)), source=str(path))
     if overrides:
         if isinstance(overrides, list):
             overrides = parse_overrides(overrides)
         cfg = cfg.with_overrides(overrides, source="--set")
     return cfg
+
+
+def read_yaml_mapping(
+    path: Path, *, error: type[Exception] = ConfigError, what: str = "file"
+) -> dict:
+    """``yaml.safe_load`` of a file whose top level must be a mapping; errors name the file."""
+    if not path.is_file():
+        raise error(f"{path}: {what} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise error(f"{path}: top level must be a mapping")
+    return raw
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def upsample_grid(grid: np.ndarray, *, size: int, patch: int, stride: int) -> np
     """Patch score grid (B, Gy, Gx) → pixel map (B, size, size), scores at window centres."""
     centres = grid_starts(size, patch, stride) + (patch - 1) / 2.0  # centre of pixels s..s+p-1
     m = interpolation_matrix(centres, size)
-    return np.einsum("hy,byx,wx->bhw", m, grid.astype(np.float32), m, optimize=True)
+    return m @ grid.astype(np.float32) @ m.T  # (H, G) @ (B, G, G) @ (G, W), batched matmul
 
 
 @torch.no_grad()

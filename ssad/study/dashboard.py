@@ -25,10 +25,9 @@ matplotlib.use("Agg")  # headless; must run before pyplot is imported
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import yaml
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from ssad.config import Config
+from ssad.config import Config, read_yaml_mapping
 from ssad.study.leaderboard import leaderboard, trials_frame
 from ssad.study.spec import StudySpec
 from ssad.study.tracking import StudyTracker
@@ -126,13 +125,8 @@ class DashboardData:
 def load_dashboard(path: str | Path) -> Dashboard:
     """Read and validate a dashboard file; errors name the file and the panel index/key."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: dashboard file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(raw, dict) or set(raw) - {"title", "panels"}:
+    raw = read_yaml_mapping(path, error=ValueError, what="dashboard file")
+    if set(raw) - {"title", "panels"}:
         raise ValueError(f"{path}: expected a mapping with keys 'title' and 'panels'")
     title, items = raw.get("title", path.stem), raw.get("panels")
     if not isinstance(title, str):

@@ -19,7 +19,13 @@ from typing import Any
 from ssad.config import Config
 from ssad.data.mvtec import DatasetError, fingerprint, load_class
 from ssad.study.spec import SpecError, StudySpec
-from ssad.study.tracking import TAG_CLASS, StudyTracker, check_tracking_uri, git_sha
+from ssad.study.tracking import (
+    TAG_CLASS,
+    TAG_STATUS,
+    StudyTracker,
+    check_tracking_uri,
+    git_sha,
+)
 from ssad.study.trial import load_state, resolve_trial_config, run_trial
 
 __all__ = ["preflight", "run_study", "synthetic_root"]
@@ -133,6 +139,7 @@ def _make_callback(
             self.sha = git_sha()
             self.runs: dict[str, str] = {}
             self.nodes: dict[str, str] = {}
+            self.reported: set[str] = set()  # trials with a result in this driver session
 
         def _run(self, trial) -> str:
             if trial.trial_id not in self.runs:
@@ -160,6 +167,7 @@ def _make_callback(
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             run_id = self._run(trial)
+            self.reported.add(trial.trial_id)
             metrics = {k: v for k, v in result.items() if k in _LOGGED or k.startswith("val_")}
             self.tracker.log_step(run_id, metrics, int(result["training_iteration"]))
             if "node_id" in result and self.nodes.get(trial.trial_id) != result["node_id"]:
@@ -176,6 +184,13 @@ def _make_callback(
 
         def _finish(self, trial, status: str) -> None:
             run_id = self._run(trial)
+            if trial.trial_id not in self.reported:
+                # Killed after the trial ended but before Tune's next snapshot, the driver's
+                # restart re-runs it from its final checkpoint with nothing new: keep the record
+                # (closing it again would move its end time past the downtime).
+                closed = self.tracker.client.get_run(run_id).data.tags.get(TAG_STATUS)
+                if closed in ("finished", "stopped"):
+                    return
             ckpt = trial.checkpoint
             if ckpt is None:
                 self.tracker.finish(run_id, status=status)

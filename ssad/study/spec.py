@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from ssad.config import PRESETS, Config, ConfigError, flatten
+from ssad.config import PRESETS, Config, ConfigError, flatten, read_yaml_mapping
 
 __all__ = ["Dimension", "SearchSpace", "SpecError", "StudySpec", "load_search_space", "load_spec"]
 
@@ -167,13 +165,7 @@ def flatten_space(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: top level must be a mapping")
-    return raw
+    return read_yaml_mapping(path, error=SpecError)
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _proc_table() -> dict[int, tuple[int, int, bytes, bytes]]:
-    """pid → (parent, process group, environ, cmdline) of the live (non-zombie) processes."""
+Proc = tuple[int, int]  # (pid, start time in clock ticks): an id that survives pid reuse
+
+
+def _proc_table() -> dict[int, tuple[int, int, int, bytes, bytes]]:
+    """pid → (parent, process group, start time, environ, cmdline) of live, non-zombie processes."""
     table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -140,15 +143,13 @@ def _proc_table() -> dict[int, tuple[int, int, bytes, bytes]]:
             if stat[0] == "Z":
                 continue
             env, cmd = (entry / "environ").read_bytes(), (entry / "cmdline").read_bytes()
-            table[int(entry.name)] = (int(stat[1]), int(stat[2]), env, cmd)
+            table[int(entry.name)] = (int(stat[1]), int(stat[2]), int(stat[19]), env, cmd)
         except (OSError, IndexError, ValueError):
             continue
     return table
 
 
-def ray_processes(
-    ray_tmpdir: str | Path, pgids: set[int] | frozenset[int] = frozenset()
-) -> list[int]:
+def ray_processes(ray_tmpdir: str | Path, pgids: set[int] | frozenset[int] = frozenset()) -> list[Proc]:
     """Live processes of one test's Ray instance, found by id-bearing marks only.
 
     A process belongs to it when it inherited ``RAY_TMPDIR=ray_tmpdir``, names the temp dir on
@@ -162,7 +163,7 @@ def ray_processes(
     table.pop(os.getpid(), None)
     found = {
         pid
-        for pid, (_ppid, pgid, env, cmd) in table.items()
+        for pid, (_ppid, pgid, _start, env, cmd) in table.items()
         if pgid in pgids or marker in env + b"\0" or folder in cmd
     }
     grew = True
@@ -170,27 +171,27 @@ def ray_processes(
         more = {pid for pid, row in table.items() if row[0] in found} - found
         found |= more
         grew = bool(more)
-    return sorted(found)
+    return sorted((pid, table[pid][2]) for pid in found)
 
 
-def alive(pids: list[int]) -> list[int]:
+def alive(procs: list[Proc] | set[Proc]) -> list[Proc]:
     table = _proc_table()
-    return [pid for pid in pids if pid in table]
+    return sorted(p for p in procs if p[0] in table and table[p[0]][2] == p[1])
 
 
-def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
-    for pid in pids:
+def kill_procs(procs: list[Proc] | set[Proc], sig: int = signal.SIGKILL) -> None:
+    for pid, _start in alive(procs):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
 
 
-def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Wait until none of ``pids`` is alive; returns the ones still alive at the timeout."""
+def wait_gone(procs: list[Proc] | set[Proc], timeout: float) -> list[Proc]:
+    """Wait until none of ``procs`` is alive; returns the ones still alive at the timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        left = alive(pids)
+        left = alive(procs)
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.5)
@@ -215,11 +216,13 @@ class RaySandbox:
     """One test's Ray processes: a private short ``RAY_TMPDIR`` and the process groups started.
 
     Unix socket paths under the temp dir must stay below ~107 characters, hence ``/tmp/ssr*``.
+    Every process seen once is remembered, so an orphan that lost its marks is still stopped.
     """
 
     def __init__(self) -> None:
         self.tmpdir = Path(tempfile.mkdtemp(prefix="ssr", dir="/tmp"))
         self.pgids: set[int] = set()
+        self.seen: set[Proc] = set()
 
     def env(self, **extra: str) -> dict[str, str]:
         return ray_env(self.tmpdir, **extra)
@@ -231,18 +234,20 @@ class RaySandbox:
         self.pgids.add(proc.pid)
         return proc
 
-    def processes(self) -> list[int]:
-        return ray_processes(self.tmpdir, self.pgids)
+    def processes(self) -> list[Proc]:
+        now = ray_processes(self.tmpdir, self.pgids)
+        self.seen.update(now)
+        return now
 
-    def stop(self, grace: float = 10) -> list[int]:
+    def stop(self, grace: float = 10) -> list[Proc]:
         """SIGTERM every process of this sandbox, SIGKILL what is left after ``grace`` seconds.
 
-        Returns the ids that needed SIGKILL.
+        Returns the processes that needed SIGKILL.
         """
-        pids = self.processes()
-        kill_pids(pids, signal.SIGTERM)
-        left = wait_gone(pids, grace)
-        kill_pids(left)
+        procs = alive(self.seen | set(self.processes()))
+        kill_procs(procs, signal.SIGTERM)
+        left = wait_gone(procs, grace)
+        kill_procs(left)
         wait_gone(left, 10)
         return left
 
@@ -284,9 +289,9 @@ def local_ray() -> Iterator[Path]:
         try:
             yield path
         finally:
-            pids = ray_processes(path)
+            procs = ray_processes(path)
             ray.shutdown()
-            kill_pids(wait_gone(pids, 15))
+            kill_procs(wait_gone(procs, 15))
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -370,7 +375,7 @@ def study_helpers() -> SimpleNamespace:
         write_spec=write_spec,
         free_port=free_port,
         ray_processes=ray_processes,
-        kill_pids=kill_pids,
+        kill_procs=kill_procs,
         alive=alive,
         RaySandbox=RaySandbox,
         wait_gone=wait_gone,
