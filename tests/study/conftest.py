@@ -1,14 +1,16 @@
 """Study fixtures: a tiny data set, tiny spec files, free ports, Ray process hygiene, MLflow server.
 
 Every Ray instance a test starts gets its own short ``RAY_TMPDIR``: its sessions, sockets and
-``ray_current_cluster`` file stay out of ``/tmp/ray`` (other Ray users on the machine never
-auto-connect to it, and it never auto-connects to theirs), and every process it spawns inherits
-the variable, so :func:`ray_processes` finds exactly those processes by id — nothing is ever
-stopped by name (``ray stop`` would stop every Ray instance of the user).
+``ray_current_cluster`` file stay out of ``/tmp/ray``, so other Ray users on the machine never
+auto-connect to it and it never auto-connects to theirs. Its processes are found by id-bearing
+marks only (the inherited variable, the temp dir on the command line, the process groups the
+test started, and their descendants) and stopped by id: ``ray stop`` would stop every Ray
+instance of the user on the machine, other people's included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -149,7 +151,9 @@ def _proc_table() -> dict[int, tuple[int, int, int, bytes, bytes]]:
     return table
 
 
-def ray_processes(ray_tmpdir: str | Path, pgids: set[int] | frozenset[int] = frozenset()) -> list[Proc]:
+def ray_processes(
+    ray_tmpdir: str | Path, pgids: set[int] | frozenset[int] = frozenset()
+) -> list[Proc]:
     """Live processes of one test's Ray instance, found by id-bearing marks only.
 
     A process belongs to it when it inherited ``RAY_TMPDIR=ray_tmpdir``, names the temp dir on
@@ -181,10 +185,8 @@ def alive(procs: list[Proc] | set[Proc]) -> list[Proc]:
 
 def kill_procs(procs: list[Proc] | set[Proc], sig: int = signal.SIGKILL) -> None:
     for pid, _start in alive(procs):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def wait_gone(procs: list[Proc] | set[Proc], timeout: float) -> list[Proc]:
@@ -268,6 +270,8 @@ def local_ray() -> Iterator[Path]:
     """An in-process local Ray (2 CPUs, no dashboard) for ``run_study``; shut down afterwards."""
     import ray
 
+    if ray.is_initialized():  # left over by a test that let run_study start Ray in-process
+        ray.shutdown()
     path = Path(tempfile.mkdtemp(prefix="ssr", dir="/tmp"))
     env = {
         "RAY_AUTH_MODE": "disabled",

@@ -95,7 +95,7 @@ def test_seed_replicas_share_params_and_tell_the_mean_once(space: SearchSpace) -
     s.on_trial_complete("t2", None, error=True)
     s.on_trial_complete("t3", {"other": 1.0})
     study_b = s.subs["B"]._ot_study
-    assert [t.state for t in study_b.trials][0] == optuna.trial.TrialState.FAIL
+    assert study_b.trials[0].state == optuna.trial.TrialState.FAIL
     assert completed_values(s, "B") == []
 
 
@@ -271,7 +271,9 @@ def test_per_class_asha_decides_like_asha_alone_within_a_class() -> None:
         only_a.on_trial_add(None, t)
     for tid, cls, it, value in STREAM:
         if cls == "A" and (tid, it) in routed:
-            got = only_a.on_trial_result(None, trials[tid], {"training_iteration": it, METRIC: value})
+            got = only_a.on_trial_result(
+                None, trials[tid], {"training_iteration": it, METRIC: value}
+            )
             assert got == routed[(tid, it)], (tid, it)
 
 

@@ -29,6 +29,7 @@ def tiny_base(study_helpers):
     tiny = study_helpers.TINY_BASE
     return load_config(preset=tiny["preset"], overrides=tiny["overrides"])
 
+
 # ---- the shipped specs and spaces ---------------------------------------------------------------
 
 
@@ -236,7 +237,9 @@ def test_corner_violating_config_validation(tmp_path: Path, tiny_base, choices: 
     base = tiny_base
     path = _space(tmp_path, f"pretext.patch_size: {{type: categorical, choices: {choices}}}")
     _space_error(path, "pretext.patch_size", "image_size", base=base)
-    load_search_space(_space(tmp_path, "pretext.patch_size: {type: categorical, choices: [16, 32]}"), base=base)
+    load_search_space(
+        _space(tmp_path, "pretext.patch_size: {type: categorical, choices: [16, 32]}"), base=base
+    )
 
 
 def test_a_bad_middle_choice_is_caught(tmp_path: Path) -> None:
