@@ -13,6 +13,7 @@ resume with ``fit(..., resume=state)``. No Ray or MLflow here.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -227,8 +228,8 @@ def fit(
             return {
                 "epoch": epoch,
                 "phase": phase,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(),
+                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "optimizer": copy.deepcopy(opt.state_dict()),  # a snapshot, not live buffers
                 "scheduler": sched.state_dict(),
                 "bank": torch.from_numpy(bank.vectors.copy()),
                 "history": [asdict(h) for h in history],

@@ -65,9 +65,10 @@ def test_parse_overrides_reads_yaml_values() -> None:
     assert got["train.progress"] is False
     assert got["defects.fills"] == ["mean", "random"]
     assert got["data.root"] == "/data/mvtec"
-    cfg = load_config(overrides=[f"{k}={v}" for k, v in [("train.seed", 3)]] + ["train.weight_decay=5e-4"])
+    cfg = load_config(overrides=["train.seed=3", "train.weight_decay=5e-4", "eval.tsne=no"])
     assert cfg.train.seed == 3
     assert cfg.train.weight_decay == pytest.approx(5e-4)  # YAML 1.1 reads 5e-4 as a string
+    assert cfg.eval.tsne is False
 
 
 def test_set_overrides_apply_after_file(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_set_overrides_apply_after_file(tmp_path: Path) -> None:
 
 
 def test_bad_override_syntax() -> None:
-    with pytest.raises(ConfigError, match="dotted.key=value"):
+    with pytest.raises(ConfigError, match=r"dotted\.key=value"):
         parse_overrides(["train.seed"])
 
 
@@ -116,7 +117,9 @@ def test_unknown_override_key_names_set() -> None:
         ("data.root", 3, "expected a string"),
     ],
 )
-def test_wrong_type_names_file_and_key(tmp_path: Path, key: str, value: object, expected: str) -> None:
+def test_wrong_type_names_file_and_key(
+    tmp_path: Path, key: str, value: object, expected: str
+) -> None:
     path = _write(tmp_path, {key: value})
     with pytest.raises(ConfigError) as err:
         load_config(path)
@@ -128,12 +131,20 @@ def test_wrong_type_names_file_and_key(tmp_path: Path, key: str, value: object, 
 @pytest.mark.parametrize(
     ("overrides", "key", "expected"),
     [
-        ({"defects.big.area_min": 0.2, "defects.big.area_max": 0.1}, "defects.big.area_min", "exceeds"),
+        (
+            {"defects.big.area_min": 0.2, "defects.big.area_max": 0.1},
+            "defects.big.area_min",
+            "exceeds",
+        ),
         ({"defects.scar.patch_area_min": 0.05}, "defects.scar.patch_area_min", "exceeds"),
         ({"defects.big.area_max": 1.5}, "defects.big.area_min", "(0, 1)"),
         ({"defects.scar.area_min": 0.0}, "defects.scar.area_min", "(0, 1)"),
         ({"defects.big.aspect_low_max": 1.2}, "defects.big.aspect_low_max", "may not contain 1"),
-        ({"defects.scar.aspect_high_min": 0.8}, "defects.scar.aspect_high_min", "may not contain 1"),
+        (
+            {"defects.scar.aspect_high_min": 0.8},
+            "defects.scar.aspect_high_min",
+            "may not contain 1",
+        ),
         ({"data.image_size": 64, "pretext.patch_size": 96}, "pretext.patch_size", "image_size=64"),
         ({"model.weights": "/no/such/weights.pt"}, "model.weights", "/no/such/weights.pt"),
         ({"defects.fills": ["mean", "blur"]}, "defects.fills", "cutpaste/mean/random"),

@@ -24,17 +24,26 @@ from ssad.pipeline import splits
 pytestmark = pytest.mark.slow
 
 CLASS = "brick"
+# The cpu preset (128 px, patch mode, weights none, batch 64, 2048 samples per epoch) with 2 + 8
+# instead of 2 + 15 epochs: about 40 s of training on 2 idle cores. Fewer SGD steps stop learning
+# the pretext: 2 + 8 epochs of 1024 samples reached only image 0.60 / pixel 0.79 AUROC.
+PHASE1, PHASE2 = 2, 8
 TRAIN_SETTINGS = [
-    "train.phase1_epochs=2",
-    "train.phase2_epochs=6",
-    "train.min_samples=1024",
+    f"train.phase1_epochs={PHASE1}",
+    f"train.phase2_epochs={PHASE2}",
     "train.val_every=0",  # validate once, at the end (the per-epoch curve is not under test)
     "train.progress=false",
-    "eval.image_score=max",
 ]
-# Quality floor (TODO measured numbers)
-MIN_PIXEL_AUROC = 0.7
-MIN_IMAGE_AUROC = 0.65
+# Quality floor on all 40 test images (val + test halves), measured with exactly these settings:
+#   trained, train.seed 0 / 1 / 2:          image AUROC 0.966 / 0.875 / 0.867,
+#                                           pixel AUROC 0.969 / 0.912 / 0.927, AUPRO 0.915 / 0.846 / 0.858
+#   trained on shuffled pretext labels:     image 0.432, pixel 0.619, AUPRO 0.244
+#   untrained (one phase-1 epoch of 64):    image 0.583, pixel 0.550, AUPRO 0.172
+#   under-trained (2 + 8 epochs of 1024):   image 0.602, pixel 0.792, AUPRO 0.470
+# (full cpu preset, 2 + 15 epochs: image 0.969, pixel 0.965). A random score is 0.5.
+MIN_IMAGE_AUROC = 0.75
+MIN_PIXEL_AUROC = 0.85
+MIN_AUPRO = 0.65
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +51,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("e2e")
     data, run = base / "data", base / "run"
     # grass is only a cut-paste source: textures never take a fill from their own class
-    assert main(["data", "synth", "--out", str(data), "--classes", CLASS, "grass", "--size", "128"]) == 0
+    assert (
+        main(["data", "synth", "--out", str(data), "--classes", CLASS, "grass", "--size", "128"])
+        == 0
+    )
     args = ["train", "--data", str(data), "--class", CLASS, "--out", str(run), "--preset", "cpu"]
     for item in TRAIN_SETTINGS:
         args += ["--set", item]
@@ -63,16 +75,15 @@ def test_training_writes_all_artifacts(trained: dict[str, Path]) -> None:
     assert meta["class_name"] == CLASS and meta["category"] == "texture"
     assert 0.0 <= meta["threshold"] <= 1.0
     metrics = json.loads((run / "metrics.json").read_text())
-    assert len(metrics["history"]) == 8
-    assert [h["phase"] for h in metrics["history"]] == [1, 1] + [2] * 6
+    assert [h["phase"] for h in metrics["history"]] == [1] * PHASE1 + [2] * PHASE2
 
 
-def test_quality_beats_an_untrained_pipeline(trained: dict[str, Path], capsys) -> None:
+def test_quality_beats_an_untrained_pipeline(trained: dict[str, Path]) -> None:
     assert main(["evaluate", str(trained["run"]), "--split", "all"]) == 0
     metrics = json.loads((trained["run"] / "all" / "metrics.json").read_text())
-    print(metrics)
-    assert metrics["pixel_auroc"] > MIN_PIXEL_AUROC, metrics
     assert metrics["image_auroc"] > MIN_IMAGE_AUROC, metrics
+    assert metrics["pixel_auroc"] > MIN_PIXEL_AUROC, metrics
+    assert metrics["aupro"] > MIN_AUPRO, metrics
 
 
 def test_evaluate_cli(trained: dict[str, Path], capsys) -> None:

@@ -20,7 +20,8 @@ from ssad.model import SSADNet
 
 
 @pytest.mark.parametrize(
-    ("size", "patch", "stride"), [(128, 32, 8), (100, 32, 24), (64, 32, 16), (32, 32, 8), (70, 16, 9)]
+    ("size", "patch", "stride"),
+    [(128, 32, 8), (100, 32, 24), (64, 32, 16), (32, 32, 8), (70, 16, 9)],
 )
 def test_grid_starts_cover_the_image(size: int, patch: int, stride: int) -> None:
     starts = grid_starts(size, patch, stride)
@@ -148,7 +149,9 @@ def test_image_score_from_map() -> None:
     grid = np.array([[[0.1, 0.9], [0.3, 0.5]], [[0.2, 0.2], [0.2, 0.4]]], np.float32)
     np.testing.assert_allclose(image_score_from_map(grid, mode="max", topk=2), [0.9, 0.4])
     np.testing.assert_allclose(image_score_from_map(grid, mode="topk", topk=2), [0.7, 0.3])
-    np.testing.assert_allclose(image_score_from_map(grid, mode="topk", topk=99), grid.mean(axis=(1, 2)))
+    np.testing.assert_allclose(
+        image_score_from_map(grid, mode="topk", topk=99), grid.mean(axis=(1, 2))
+    )
 
 
 @pytest.mark.parametrize("train_mode", [True, False])

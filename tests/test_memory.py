@@ -151,7 +151,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 def test_gpu_backend_without_gpu_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match=r"memory\.backend=gpu.*faiss-gpu"):
         make_index(8, backend="gpu")
-    with pytest.raises(RuntimeError, match="memory.backend=gpu"):
+    with pytest.raises(RuntimeError, match=r"memory\.backend=gpu"):
         MemoryBank(8, size=10, backend="gpu")
 
 

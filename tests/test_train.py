@@ -49,7 +49,9 @@ def test_phase1_freezes_backbone_weights_and_batchnorm_stats(make_config, tmp_pa
         assert torch.equal(p1[k], start[k]), f"phase 1 changed backbone tensor {k}"
     head_keys = [k for k in start if k.startswith(("fusion.", "head.", "classifier."))]
     for prefix in ("fusion.", "head.", "classifier."):
-        changed = [k for k in head_keys if k.startswith(prefix) and not torch.equal(p1[k], start[k])]
+        changed = [
+            k for k in head_keys if k.startswith(prefix) and not torch.equal(p1[k], start[k])
+        ]
         assert changed, f"phase 1 did not train {prefix}"
     # phase 2 trains the backbone too (weights and BatchNorm statistics)
     assert not torch.equal(p2["stem.0.weight"], p1["stem.0.weight"])

@@ -300,7 +300,10 @@ def run_study(
                 storage_path=str(spec.storage_path),
                 callbacks=[_make_callback(tracker, parent_id, base, prints, spec.max_epochs)],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Two, not one: Tune deletes the older checkpoint before its (asynchronous)
+                # experiment snapshot lands; with one kept, a driver killed in between leaves a
+                # snapshot pointing at a deleted checkpoint and --resume fails.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 verbose=1,
             ),
         )

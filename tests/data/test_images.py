@@ -59,7 +59,7 @@ def test_rgba_png_is_composited_over_black(tmp_path: Path) -> None:
 
 
 def test_16bit_png(tmp_path: Path) -> None:
-    rgb16 = (_rgb().astype(np.uint16) * 257)  # full 16-bit range
+    rgb16 = _rgb().astype(np.uint16) * 257  # full 16-bit range
     path = tmp_path / "deep.png"
     cv2.imwrite(str(path), cv2.cvtColor(rgb16, cv2.COLOR_RGB2BGR))
     assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype == np.uint16
@@ -101,7 +101,7 @@ def test_unreadable_files_name_the_file(
 ) -> None:
     path = tmp_path / name
     if content is None:  # a PNG signature with nothing behind it
-        ok, buf = cv2.imencode(".png", _rgb())
+        _ok, buf = cv2.imencode(".png", _rgb())
         content = buf.tobytes()[:20]
     path.write_bytes(content)
     with pytest.raises(ImageError, match=match) as err:
@@ -136,7 +136,9 @@ def test_read_mask_thresholds_and_resizes_nearest(tmp_path: Path) -> None:
     np.testing.assert_array_equal(same, mask > 127)
     up = read_mask(path, 16)
     assert up.shape == (16, 16)
-    np.testing.assert_array_equal(up, np.kron(mask > 127, np.ones((2, 2), bool)))  # nearest: no blur
+    np.testing.assert_array_equal(
+        up, np.kron(mask > 127, np.ones((2, 2), bool))
+    )  # nearest: no blur
     down = read_mask(path, 4)
     assert down.dtype == bool
     assert set(np.unique(down)) <= {False, True}

@@ -68,7 +68,10 @@ def test_load_class_indexes_train_test_and_masks(tmp_path: Path) -> None:
             assert s.label == 0 and s.mask is None
         else:
             assert s.label == 1
-            assert s.mask == tmp_path / "bottle" / "ground_truth" / s.defect / f"{s.path.stem}_mask.png"
+            assert (
+                s.mask
+                == tmp_path / "bottle" / "ground_truth" / s.defect / f"{s.path.stem}_mask.png"
+            )
             assert s.mask.is_file()
 
 
@@ -163,7 +166,7 @@ def test_class_info_mvtec_table() -> None:
 
 
 def test_class_info_unknown_class(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="data.category"):
+    with pytest.raises(DatasetError, match=r"data\.category"):
         class_info(tmp_path, "widget")
     make_class(tmp_path, "widget")
     with pytest.raises(DatasetError, match="widget"):

@@ -147,4 +147,6 @@ def test_no_jitter_normal_sample_is_the_image() -> None:
 
 def test_mask_count_must_match_images() -> None:
     with pytest.raises(ValueError, match="foreground mask"):
-        PretextDataset(_images(2), config=_config(), fg_masks=[np.ones((SIZE, SIZE), bool)], length=4)
+        PretextDataset(
+            _images(2), config=_config(), fg_masks=[np.ones((SIZE, SIZE), bool)], length=4
+        )
