@@ -35,6 +35,7 @@ def make_index(dim: int, *, backend: Literal["auto", "cpu", "gpu"] = "auto", dev
         )
     if backend != "cpu" and gpu_available():
         res = faiss.StandardGpuResources()
+        res.setTempMemory(64 * 1024 * 1024)  # trials may share a GPU (fractional resources)
         cfg = faiss.GpuIndexFlatConfig()
         cfg.device = device
         return faiss.GpuIndexFlatIP(res, dim, cfg)

@@ -9,6 +9,7 @@ file and the key.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,8 @@ from typing import Any, Literal
 from ssad.config import PRESETS, Config, ConfigError, flatten, read_yaml_mapping
 
 __all__ = ["Dimension", "SearchSpace", "SpecError", "StudySpec", "load_search_space", "load_spec"]
+
+log = logging.getLogger(__name__)
 
 METRICS = ("val_image_auroc", "val_pixel_auroc", "val_aupro", "val_image_f1_max")
 
@@ -357,6 +360,14 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
         raw=raw,
     )
     _check_numbers(spec, src)
+    if spec.scheduler == "asha" and spec.grace_period <= spec.base.train.phase1_epochs:
+        log.warning(
+            "%s: scheduler.grace_period %d <= train.phase1_epochs %d: ASHA's first rung compares "
+            "trials before phase 2 (and phase-2 settings) have any effect",
+            src,
+            spec.grace_period,
+            spec.base.train.phase1_epochs,
+        )
     return spec
 
 

@@ -58,18 +58,10 @@ TINY_SPACE = {
 
 # ---- data and specs -----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def study_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """brick (texture) + gelcap (object), 64 px, 8 train / 4 good + 2 per defect test images."""
-    from ssad.data.synthetic import generate
-
-    return generate(
-        tmp_path_factory.mktemp("study-data") / "data",
-        classes=list(CLASSES),
-        size=64,
-        n_train=8,
-        n_test_good=4,
-        n_test_per_defect=2,
-    )
+def study_data(tiny_root: Path) -> Path:
+    """brick (texture) + gelcap (object), 64 px, 8 train / 4 good + 2 per defect test images
+    (the session's tiny data set from tests/conftest.py)."""
+    return tiny_root
 
 
 def write_spec(
