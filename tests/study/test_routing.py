@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from ssad.study.routing import ClassRoutedScheduler, ClassRoutedSearcher, asha_factory
@@ -228,6 +228,13 @@ def _asha() -> TrialScheduler:
     return asha_factory(max_t=4, grace_period=1, reduction_factor=2)()
 
 
+def _asha_for(metric: str) -> TrialScheduler:
+    """The same ASHA, standalone (metric and mode set as Tune would)."""
+    sched = _asha()
+    sched.set_search_properties(metric, "max")
+    return sched
+
+
 def test_per_class_asha_keeps_the_hard_class_best_trial() -> None:
     """DESIGN: two classes with different metric scales must both keep their best trials."""
     trials = {tid: _trial(tid, cls) for tid, cls, _, _ in STREAM}
@@ -244,14 +251,7 @@ def test_per_class_asha_keeps_the_hard_class_best_trial() -> None:
     assert "A:" in routed.debug_string() and "B:" in routed.debug_string()
 
     # the same stream through one global ASHA stops B's best trial for being "worse" than A's
-    glob = ASHAScheduler(
-        time_attr="training_iteration",
-        metric=METRIC,
-        mode="max",
-        max_t=4,
-        grace_period=1,
-        reduction_factor=2,
-    )
+    glob = _asha_for(METRIC)
     got_global = _feed(glob, {tid: _trial(tid, cls) for tid, cls, _, _ in STREAM})
     assert got_global[("b1", 1)] == TrialScheduler.STOP
 
@@ -259,14 +259,7 @@ def test_per_class_asha_keeps_the_hard_class_best_trial() -> None:
 def test_per_class_asha_decides_like_asha_alone_within_a_class() -> None:
     trials = {tid: _trial(tid, cls) for tid, cls, _, _ in STREAM}
     routed = _feed(ClassRoutedScheduler(_asha, metric=METRIC, mode="max"), trials)
-    only_a = ASHAScheduler(
-        time_attr="training_iteration",
-        metric=METRIC,
-        mode="max",
-        max_t=4,
-        grace_period=1,
-        reduction_factor=2,
-    )
+    only_a = _asha_for(METRIC)
     for t in (trials["a1"], trials["a2"], trials["a3"]):
         only_a.on_trial_add(None, t)
     for tid, cls, it, value in STREAM:
