@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ssad.config import Config, load_config
-from ssad.data.images import read_image, to_rgb
+from ssad.data.images import read_image, resize_square, to_rgb
 from ssad.evaluate import score_images
 from ssad.memory import MemoryBank
 from ssad.model import SSADNet
@@ -87,12 +87,7 @@ class Detector:
     def _prepare(self, image: np.ndarray | str | Path) -> np.ndarray:
         if isinstance(image, (str, Path)):
             return read_image(image, self.size)
-        import cv2
-
-        rgb = to_rgb(np.asarray(image))
-        if rgb.shape[:2] != (self.size, self.size):
-            rgb = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        return rgb
+        return resize_square(to_rgb(np.asarray(image)), self.size)
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:

@@ -22,7 +22,7 @@ from ssad.detector import Detector
 from ssad.evaluate import LabelledImages, Validator, evaluate, load_samples, write_artifacts
 from ssad.train import EpochCallback, fit, resolve_device
 
-__all__ = ["evaluate_saved", "load_data", "splits", "train_class"]
+__all__ = ["detector_info", "evaluate_saved", "load_data", "splits", "train_class"]
 
 
 def splits(config: Config, data: ClassData) -> tuple[ClassData, LabelledImages, list[Sample]]:
@@ -49,6 +49,16 @@ def splits(config: Config, data: ClassData) -> tuple[ClassData, LabelledImages, 
     imgs, labels, gts = synthetic_anomalies(images, masks, config=config, seed=d.split_seed)
     names = [f"{'synthetic' if y else 'good'}/{i:03d}" for i, y in enumerate(labels)]
     return replace(data, train=keep), LabelledImages(imgs, labels, gts, names), list(data.test)
+
+
+def detector_info(data: ClassData) -> dict[str, str]:
+    """What a saved detector records about the data it was trained on (detector.json)."""
+    return {
+        "class_name": data.name,
+        "category": data.category,
+        "placement": data.placement,
+        "dataset_fingerprint": fingerprint(data),
+    }
 
 
 def load_data(config: Config) -> ClassData:
@@ -82,13 +92,7 @@ def train_class(
             out / "val", validator.data, validator.last, trained.bank, val_metrics, config
         )
     threshold = float(val_metrics["image_threshold"])
-    info = {
-        "class_name": data.name,
-        "category": data.category,
-        "placement": data.placement,
-        "dataset_fingerprint": fingerprint(data),
-        "val_metrics": val_metrics,
-    }
+    info = {**detector_info(data), "val_metrics": val_metrics}
     detector = Detector(
         model=trained.model,
         bank=trained.bank,

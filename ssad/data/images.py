@@ -20,6 +20,7 @@ __all__ = [
     "denormalize",
     "read_image",
     "read_mask",
+    "resize_square",
     "to_rgb",
     "to_tensor",
 ]
@@ -69,9 +70,14 @@ def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
     image = to_rgb(image, name=str(path))
-    if size is not None and image.shape[:2] != (size, size):
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image if size is None else resize_square(image, size))
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize (H, W, C) to (size, size) with area interpolation; a no-op at that size already."""
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def read_mask(path: str | Path | None, size: int) -> np.ndarray:

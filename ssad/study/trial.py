@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 
 from ssad.config import Config
-from ssad.data.mvtec import fingerprint
 from ssad.detector import Detector
 from ssad.evaluate import Validator, write_artifacts
-from ssad.pipeline import load_data, splits
+from ssad.pipeline import detector_info, load_data, splits
 from ssad.train import EpochReport, TrainedModel, fit, resolve_device
 
 __all__ = ["STATE_FILE", "Report", "load_state", "resolve_trial_config", "run_trial"]
@@ -53,12 +52,7 @@ def run_trial(config: Config, report: Report, *, resume: dict | None = None) -> 
     data, val, _test = splits(config, load_data(config))
     validator = Validator(config, val, device=resolve_device(config.train.device))
     total = config.train.phase1_epochs + config.train.phase2_epochs
-    info = {
-        "class_name": data.name,
-        "category": data.category,
-        "placement": data.placement,
-        "dataset_fingerprint": fingerprint(data),
-    }
+    info = detector_info(data)
     final: dict[str, float] = {}
 
     def on_epoch(rep: EpochReport, trained: TrainedModel) -> None:
