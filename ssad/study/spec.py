@@ -22,6 +22,26 @@ log = logging.getLogger(__name__)
 
 METRICS = ("val_image_auroc", "val_pixel_auroc", "val_aupro", "val_image_f1_max")
 
+# Keys that decide which images a trial is judged on: searching them (or changing them for the
+# final model) would select on a different validation split per configuration, not on quality.
+SELECTION_KEYS = {
+    "data.root": "the data set is the study's (data.root), not a searched value",
+    "data.split_seed": "it changes which test images are validation images",
+    "data.val_fraction": "it changes which test images are validation images",
+    "data.val_source": "it changes what the validation metric measures",
+    "data.holdout_fraction": "it changes which train images are validation images",
+    "train.seed": "seeds are the study's seeds_per_config (promotion re-seeds with --seeds)",
+}
+# Keys every trial sets itself (ssad.study.trial.resolve_trial_config): a searched or base value
+# would be silently overwritten.
+TRIAL_KEYS = {
+    "data.class_name": "each trial's class comes from the spec's classes",
+    "train.progress": "trials never draw progress bars",
+    "train.val_every": "ASHA compares trials at every epoch, so every trial validates each epoch",
+}
+# ASHA's max_t (and the finished/stopped labels) are the base config's epochs, fixed at launch.
+SCHEDULE_KEYS = ("train.phase1_epochs", "train.phase2_epochs")
+
 
 class SpecError(ConfigError):
     """A study spec or search space is invalid (message names file and key)."""
@@ -92,6 +112,7 @@ def load_search_space(path: str | Path, *, base: Config | None = None) -> Search
     for key, d in flatten_space(raw).items():
         if key not in known:
             raise SpecError(f"{src}: {key}: not a config key")
+        _check_searchable(key, src)
         if not isinstance(d, dict) or "type" not in d:
             raise SpecError(
                 f"{src}: {key}: expected a mapping with 'type' (float|logfloat|int|categorical)"
@@ -149,6 +170,20 @@ def load_search_space(path: str | Path, *, base: Config | None = None) -> Search
             except ConfigError as exc:
                 raise SpecError(f"{exc} (at a corner of the search space)") from None
     return space
+
+
+def _check_searchable(key: str, src: str) -> None:
+    """Refuse keys whose search would break honest selection, be overwritten, or outrun ASHA."""
+    why = SELECTION_KEYS.get(key) or TRIAL_KEYS.get(key)
+    if why:
+        raise SpecError(f"{src}: {key}: cannot be searched: {why}")
+    if key in SCHEDULE_KEYS:
+        raise SpecError(
+            f"{src}: {key}: cannot be searched: ASHA's max_t and its rungs are fixed at launch "
+            "from the base config's train.phase1_epochs + train.phase2_epochs, so a trial with "
+            "other epochs would be cut or labelled wrongly; set it in base.overrides (or compare "
+            "schedules in separate studies)"
+        )
 
 
 def space_dim(space: SearchSpace, key: str) -> Dimension:
@@ -299,6 +334,9 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
     base_over = base_sec.get("overrides") or {}
     if not isinstance(base_over, dict):
         raise SpecError(f"{src}: base.overrides: expected a mapping of dotted keys")
+    for key in flatten(base_over, source=src):
+        if key in TRIAL_KEYS:
+            raise SpecError(f"{src}: base.overrides: {key}: set by every trial: {TRIAL_KEYS[key]}")
     from ssad.config import load_config
 
     base_file = base_sec.get("config")
@@ -398,7 +436,12 @@ def _check_numbers(spec: StudySpec, src: str) -> None:
     final_over = spec.final.get("overrides", {})
     if set(spec.final) - {"overrides"} or not isinstance(final_over, dict):
         raise SpecError(f"{src}: final: expected {{overrides: {{dotted.key: value}}}}")
-    spec.base.with_overrides(flatten(final_over, source=src), source=f"{src}: final.overrides")
+    flat = flatten(final_over, source=src)
+    for key in flat:
+        why = SELECTION_KEYS.get(key) or (key == "data.class_name" and TRIAL_KEYS[key])
+        if why:
+            raise SpecError(f"{src}: final.overrides: {key}: the final model must keep it: {why}")
+    spec.base.with_overrides(flat, source=f"{src}: final.overrides")
 
 
 def _set_spec_key(raw: dict, key: str, value: Any, src: str) -> None:

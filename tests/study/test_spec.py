@@ -257,3 +257,89 @@ def test_nested_and_dotted_space_keys(tmp_path: Path) -> None:
         "memory:\n  k: {type: int, low: 1, high: 3}\ntrain.phase2_lr: {type: logfloat, low: 0.001, high: 0.1}\n",
     )
     assert load_search_space(path).keys == ["memory.k", "train.phase2_lr"]
+
+
+# ---- keys that break honest selection, or that a trial would overwrite ------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "data.split_seed",
+        "data.val_fraction",
+        "data.holdout_fraction",
+        "train.seed",
+        "data.class_name",
+        "train.progress",
+        "train.val_every",
+    ],
+)
+def test_selection_and_trial_keys_cannot_be_searched(tmp_path: Path, key: str) -> None:
+    kind = {
+        "data.val_fraction": "{type: float, low: 0.3, high: 0.7}",
+        "data.holdout_fraction": "{type: float, low: 0.1, high: 0.3}",
+        "train.progress": "{type: categorical, choices: [true, false]}",
+        "data.class_name": "{type: categorical, choices: [brick, gelcap]}",
+    }.get(key, "{type: int, low: 0, high: 3}")
+    _space_error(_space(tmp_path, f"{key}: {kind}"), key, "cannot be searched")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "data.val_source: {type: categorical, choices: [test_half, synthetic]}",
+        "data.root: {type: categorical, choices: [/a, /b]}",
+    ],
+)
+def test_data_choice_cannot_be_searched(tmp_path: Path, text: str) -> None:
+    _space_error(_space(tmp_path, text), text.split(":")[0], "cannot be searched")
+
+
+@pytest.mark.parametrize("key", ["train.phase1_epochs", "train.phase2_epochs"])
+def test_epochs_cannot_be_searched_asha_max_t(tmp_path: Path, key: str) -> None:
+    _space_error(_space(tmp_path, f"{key}: {{type: int, low: 1, high: 4}}"), key, "max_t")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("data.split_seed", 3),
+        ("data.val_fraction", 0.3),
+        ("data.val_source", "synthetic"),
+        ("data.holdout_fraction", 0.3),
+        ("data.root", "/elsewhere"),
+        ("train.seed", 7),
+        ("data.class_name", "gelcap"),
+    ],
+)
+def test_selection_keys_refused_in_final_overrides(spec_file, key: str, value) -> None:
+    _expect(spec_file(final={"overrides": {key: value}}), "final.overrides", key)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("train.val_every", 2), ("train.progress", True), ("data.class_name", "brick")],
+)
+def test_keys_a_trial_overwrites_refused_in_base_overrides(
+    spec_file, study_helpers, key: str, value
+) -> None:
+    base = study_helpers.TINY_BASE
+    path = spec_file(base={**base, "overrides": {**base["overrides"], key: value}})
+    _expect(path, "base.overrides", key)
+
+
+def test_no_searched_key_is_overwritten_in_a_trial(spec_file) -> None:
+    """Every key a valid space may search reaches the trial's resolved config unchanged."""
+    from ssad.study.trial import resolve_trial_config
+
+    spec = load_spec(spec_file())
+    for corner in spec.space.corners():
+        cfg = resolve_trial_config(spec.base, {"class_name": "brick", "seed": 0, "params": corner})
+        flat = cfg.flat()
+        for key, value in corner.items():
+            assert flat[key] == value, key
+
+
+def test_final_schedule_overrides_are_fine(spec_file) -> None:
+    spec = load_spec(spec_file(final={"overrides": {"train.phase2_epochs": 4, "memory.k": 5}}))
+    assert spec.final["overrides"]["train.phase2_epochs"] == 4
