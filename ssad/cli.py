@@ -160,8 +160,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_study_run(args: argparse.Namespace) -> int:
     from ssad.config import parse_overrides
+    from ssad.study.launch import prepare_launch
     from ssad.study.runner import preflight, run_study
     from ssad.study.spec import load_spec
+    from ssad.study.tracking import StudyTracker
 
     spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
     if args.dry_run:
@@ -180,6 +182,13 @@ def cmd_study_run(args: argparse.Namespace) -> int:
         )
         print("dry run: spec, search space, data and tracking store are valid; nothing launched")
         return 0
+    # Decide the launch (first / --resume / --new) before Ray starts: a re-launch over an
+    # existing study never reuses its parent run or mixes with its trial runs.
+    checked, _ = preflight(spec)
+    tracker = StudyTracker(checked.tracking_uri, checked.experiment, checked.name)
+    launch = prepare_launch(checked, tracker, resume=args.resume, new=args.new)
+    if launch:
+        print(f"study {spec.name}: launch {launch}")
     out = run_study(spec, resume=args.resume, ray_address=args.ray_address)
     _print_board(out["leaderboard"], spec.metric)
     st = out["stats"]
@@ -322,7 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = study.add_parser("run", help="run (or --resume) a study spec")
     run.add_argument("spec", type=Path)
     run.add_argument("--ray-address", help="auto | HOST:PORT of a running Ray cluster")
-    run.add_argument("--resume", action="store_true", help="continue the study if it exists")
+    run.add_argument("--resume", action="store_true", help="continue the study's newest launch")
+    run.add_argument(
+        "--new",
+        action="store_true",
+        help="start a new launch of an existing study (new parent run; old runs kept apart)",
+    )
     run.add_argument("--dry-run", action="store_true", help="validate everything, launch nothing")
     run.add_argument(
         "--set",

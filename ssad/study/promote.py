@@ -148,8 +148,7 @@ def promote(
             f"{spec.path}: no trials of study {spec.name!r} in {spec.tracking_uri}; run the study first"
         )
     client = tracker.client
-    parents = tracker._find(f"tags.`{TAG_STUDY}` = '{spec.name}' and tags.`{TAG_ROLE}` = 'study'")
-    parent_id = parents[-1].info.run_id if parents else None
+    parent_id = tracker.launch_parent_id()  # trials_frame read this launch's trials only
     final_over = spec.final.get("overrides", {})
     plan: dict[str, tuple[list[Candidate], str]] = {}
     rows: list[dict[str, Any]] = []

@@ -4,6 +4,11 @@ Everything goes through :class:`mlflow.MlflowClient` with explicit run ids — t
 one global active run per process and collides when trials log concurrently. Trial runs are found
 by their ``ssad.trial_id`` tag, so a resumed or retried trial keeps its run and never gets a second
 one, and per-epoch metrics already logged are not logged again.
+
+Each launch of a study (a first run, or ``ssad study run --new``) has its own parent run and a
+launch id (tag ``ssad.launch_id`` on the parent and on every trial run); a resume continues the
+newest launch. Readers (leaderboard, promotion, dashboards) see the newest launch only, so runs of
+an earlier launch, perhaps from another search space, never mix into its results.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import math
 import subprocess
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ __all__ = ["StudyTracker", "check_tracking_uri", "git_sha", "runs_table_url"]
 log = logging.getLogger(__name__)
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL, TAG_CLASS = "ssad.study", "ssad.role", "ssad.trial_id", "ssad.class"
-TAG_STATUS = "ssad.status"
+TAG_STATUS, TAG_LAUNCH = "ssad.status", "ssad.launch_id"
 
 
 def git_sha() -> str:
@@ -72,8 +78,11 @@ def runs_table_url(ui: str, experiment_id: str) -> str:
 class StudyTracker:
     """The MLflow records of one study. Picklable (the client is created lazily)."""
 
-    def __init__(self, tracking_uri: str, experiment: str, study: str) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment: str, study: str, *, launch_id: str | None = None
+    ) -> None:
         self.tracking_uri, self.experiment, self.study = tracking_uri, experiment, study
+        self.launch_id = launch_id  # None: the newest launch, looked up when first needed
         self._client: MlflowClient | None = None
         self._last_step: dict[str, int] = {}
 
@@ -107,18 +116,73 @@ class StudyTracker:
             order_by=["attributes.start_time ASC"],
         )
 
-    def parent_run(self, *, params: dict[str, Any], artifacts: list[Path]) -> str:
-        """The study's parent run: reused when it exists (resume), created otherwise."""
-        found = self._find(f"tags.`{TAG_STUDY}` = '{self.study}' and tags.`{TAG_ROLE}` = 'study'")
-        if found:
-            run_id = found[-1].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        run = self.client.create_run(
+    def parents(self) -> list:
+        """The study's parent runs (one per launch), oldest first."""
+        return self._find(f"tags.`{TAG_STUDY}` = '{self.study}' and tags.`{TAG_ROLE}` = 'study'")
+
+    def current_launch(self) -> str | None:
+        """This tracker's launch id: the one it was given or started, else the newest launch's.
+
+        ``None`` when the study has no launch yet, or only a parent run from before launch ids
+        (then readers see all of the study's trial runs, as they did).
+        """
+        if getattr(self, "launch_id", None) is None:
+            found = self.parents()
+            self.launch_id = found[-1].data.tags.get(TAG_LAUNCH) if found else None
+        return self.launch_id
+
+    def launch_parent_id(self) -> str | None:
+        """The parent run id of this tracker's launch, or None when the study has none."""
+        launch = self.current_launch()
+        found = [
+            r for r in self.parents() if launch is None or r.data.tags.get(TAG_LAUNCH) == launch
+        ]
+        return found[-1].info.run_id if found else None
+
+    def start_launch(self) -> str:
+        """A new launch: a new parent run with a new launch id (params logged by parent_run)."""
+        launch = uuid.uuid4().hex[:12]
+        self.client.create_run(
             self.experiment_id,
-            run_name=f"study-{self.study}",
-            tags={TAG_STUDY: self.study, TAG_ROLE: "study", "ssad.git_sha": git_sha()},
+            run_name=f"study-{self.study}-{launch}",
+            tags={
+                TAG_STUDY: self.study,
+                TAG_ROLE: "study",
+                TAG_LAUNCH: launch,
+                "ssad.git_sha": git_sha(),
+            },
         )
+        self.launch_id = launch
+        return launch
+
+    def parent_run(self, *, params: dict[str, Any], artifacts: list[Path]) -> str:
+        """The parent run of this tracker's launch: reused when it exists (resume), else created.
+
+        Without a launch id the newest launch is continued; a study with no parent run gets its
+        first launch. Params and artifacts are logged once, when the run has none yet.
+        """
+        launch = self.current_launch()
+        found = [
+            r for r in self.parents() if launch is None or r.data.tags.get(TAG_LAUNCH) == launch
+        ]
+        if found:
+            run = found[-1]
+            self.client.update_run(run.info.run_id, status="RUNNING")
+            if run.data.params:
+                return run.info.run_id
+        else:
+            launch = launch or uuid.uuid4().hex[:12]
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"study-{self.study}",
+                tags={
+                    TAG_STUDY: self.study,
+                    TAG_ROLE: "study",
+                    TAG_LAUNCH: launch,
+                    "ssad.git_sha": git_sha(),
+                },
+            )
+            self.launch_id = launch
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in params.items()])
         for path in artifacts:
@@ -129,8 +193,10 @@ class StudyTracker:
         self, *, parent_id: str, trial_id: str, params: dict[str, Any], tags: dict[str, str]
     ) -> str:
         """The nested run of a trial, found by its trial-id tag or created (params logged once)."""
+        launch = self.current_launch()
         found = self._find(
             f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_STUDY}` = '{self.study}'"
+            + self._launch_filter()
         )
         if found:
             return found[0].info.run_id
@@ -142,6 +208,7 @@ class StudyTracker:
                 TAG_STUDY: self.study,
                 TAG_ROLE: "trial",
                 TAG_TRIAL: trial_id,
+                **({TAG_LAUNCH: launch} if launch else {}),
                 **tags,
             },
         )
@@ -187,7 +254,15 @@ class StudyTracker:
         self.client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
 
     def trial_runs(self) -> list:
-        return self._find(f"tags.`{TAG_STUDY}` = '{self.study}' and tags.`{TAG_ROLE}` = 'trial'")
+        """The trial runs of this tracker's launch (see :meth:`current_launch`)."""
+        return self._find(
+            f"tags.`{TAG_STUDY}` = '{self.study}' and tags.`{TAG_ROLE}` = 'trial'"
+            + self._launch_filter()
+        )
+
+    def _launch_filter(self) -> str:
+        launch = self.current_launch()
+        return f" and tags.`{TAG_LAUNCH}` = '{launch}'" if launch else ""
 
 
 def _param(value: Any) -> str:

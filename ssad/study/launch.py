@@ -1,0 +1,80 @@
+"""Which launch of a study a run belongs to: a first launch, a resume, or a new launch.
+
+A study's records live in two places: Tune's folder (``storage_path/<name>``: checkpoints, searcher
+state) and MLflow (a parent run per launch, tagged ``ssad.launch_id``, and its trial runs). A
+launch over a study that already has either is refused unless the user says what they mean:
+
+- ``--resume`` continues the newest launch (its Tune folder and its parent run);
+- ``--new`` starts a new launch: the old Tune folder is kept beside the new one
+  (``<name>.launch-<old id>``), a new parent run gets a new launch id, and readers (leaderboard,
+  promotion) see only the new launch's trials. Old runs stay in MLflow, never mixed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from ssad.study.spec import SpecError, StudySpec
+from ssad.study.tracking import TAG_LAUNCH, StudyTracker
+
+__all__ = ["archive_folder", "prepare_launch"]
+
+log = logging.getLogger(__name__)
+
+
+def prepare_launch(
+    spec: StudySpec, tracker: StudyTracker, *, resume: bool = False, new: bool = False
+) -> str | None:
+    """Decide the launch before anything runs; returns its launch id (``None``: not made yet).
+
+    Raises:
+        SpecError: a fresh launch over an existing study, a resume with nothing to resume, or
+            both flags; the message says which flag to pass.
+    """
+    if resume and new:
+        raise SpecError(f"{spec.path}: --resume and --new exclude each other")
+    exp_dir = spec.storage_path / spec.name
+    parents = tracker.parents()
+    launch = parents[-1].data.tags.get(TAG_LAUNCH) if parents else None
+    if new:
+        if exp_dir.exists():
+            kept = archive_folder(exp_dir, launch)
+            log.info("new launch: the previous launch's Tune folder is kept in %s", kept)
+        launch = tracker.start_launch()
+        log.info("study %s: new launch %s", spec.name, launch)
+        return launch
+    if resume:
+        if not exp_dir.exists():
+            raise SpecError(
+                f"{spec.path}: --resume: study {spec.name!r} has no Tune state in {exp_dir} to "
+                "resume; pass --new to start a new launch (earlier runs stay in MLflow, apart)"
+            )
+        tracker.launch_id = launch
+        return launch
+    if exp_dir.exists() or parents:
+        where = [str(exp_dir)] if exp_dir.exists() else []
+        if parents:
+            where.append(
+                f"MLflow parent run {parents[-1].info.run_id} (launch {launch or 'without id'}) "
+                f"in {tracker.tracking_uri}, experiment {tracker.experiment}"
+            )
+        raise SpecError(
+            f"{spec.path}: study {spec.name!r} already exists ({'; '.join(where)}): pass "
+            "--resume to continue it, or --new to start a new launch (the old runs stay in "
+            "MLflow under their own launch id and are never mixed with the new ones)"
+        )
+    return None
+
+
+def archive_folder(folder: Path, launch: str | None) -> Path:
+    """Move a previous launch's Tune folder aside (``<name>.launch-<id>``), never overwriting."""
+    stem = f"{folder.name}.launch-{launch or time.strftime('%Y%m%d-%H%M%S')}"
+    target = folder.with_name(stem)
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{stem}-{n}")
+    folder.rename(target)
+    return target
