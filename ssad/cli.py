@@ -6,7 +6,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,15 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from ssad.data.synthetic import generate
 
     tic = time.perf_counter()
-    root = generate(args.out, classes=args.classes, seed=args.seed, size=args.size)
+    root = generate(
+        args.out,
+        classes=args.classes,
+        seed=args.seed,
+        size=args.size,
+        n_train=args.n_train,
+        n_test_good=args.n_test_good,
+        n_test_per_defect=args.n_test_per_defect,
+    )
     print(f"wrote synthetic MVTec-layout data set to {root} in {time.perf_counter() - tic:.1f}s")
     return 0
 
@@ -60,6 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     minutes = (time.perf_counter() - tic) / 60
     _print_metrics(args.class_name, result["val"], result["test"])
     print(f"trained in {minutes:.1f} min; detector + artifacts in {args.out}")
+    print(f"validation metrics only; test split: ssad evaluate {args.out} --split test")
     return 0
 
 
@@ -105,12 +113,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ssad.data.images import ImageError, read_image
-    from ssad.detector import Detector
+    from ssad.detector import REGISTRY_PREFIXES, Detector
     from ssad.plots import heatmap_overlays
 
-    if args.tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
-    det = Detector.load(args.model)
+    source = args.model
+    if source.startswith(REGISTRY_PREFIXES):  # the MLflow adapter resolves it to a folder
+        from ssad.study.tracking import download_detector
+
+        source = download_detector(source, tracking_uri=args.tracking_uri)
+    det = Detector.load(source)
     paths = collect_images(args.images)
     images, kept = [], []
     for p in paths:
@@ -234,17 +245,29 @@ def cmd_promote(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ssad.config import parse_overrides
-    from ssad.study.promote import promote
+    from ssad.study.promote import PromotionError, promote
     from ssad.study.spec import load_spec
 
     spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
-    report = promote(
-        spec, top_k=args.top_k, seeds=args.seeds, classes=args.classes, ray_address=args.ray_address
-    )
+    failed = None
+    try:
+        report = promote(
+            spec,
+            top_k=args.top_k,
+            seeds=args.seeds,
+            classes=args.classes,
+            ray_address=args.ray_address,
+        )
+    except PromotionError as exc:  # the classes that did complete are registered
+        report, failed = exc.report, exc
     with pd.option_context("display.width", 200, "display.max_colwidth", 120):
         print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print("champions: " + ", ".join(report["model"]) + f"  (tracking store {spec.tracking_uri})")
+    champions = [m for m in report["model"] if m]
+    print("champions: " + ", ".join(champions) + f"  (tracking store {spec.tracking_uri})")
     print("score images: ssad predict models:/ssad-<class>@champion IMAGE_OR_DIR... --out DIR")
+    if failed is not None:
+        print(f"error: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -282,6 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--classes", nargs="+")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=int, default=256)
+    synth.add_argument("--n-train", type=int, default=60, help="good training images per class")
+    synth.add_argument(
+        "--n-test-good",
+        type=int,
+        default=60,
+        help="good test images per class (validation + test halves: larger = less noisy)",
+    )
+    synth.add_argument(
+        "--n-test-per-defect", type=int, default=30, help="test images per defect type"
+    )
     synth.set_defaults(func=cmd_data_synth)
 
     train = sub.add_parser("train", help="train and evaluate one class model")

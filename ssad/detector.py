@@ -104,12 +104,16 @@ class Detector:
 
     @classmethod
     def load(cls, source: str | Path, *, device: str = "auto") -> Detector:
-        """Load from a detector folder, or a registry URI such as ``models:/ssad-bottle@champion``."""
-        if str(source).startswith(REGISTRY_PREFIXES):
-            # Only registry URIs need MLflow; the core stays importable without it.
-            from ssad.study.registry import download_detector
+        """Load from a detector folder, or a model URI such as ``models:/ssad-bottle@champion``.
 
-            source = download_detector(str(source))
+        URIs are resolved to a folder by the resolver a store adapter registered in
+        :mod:`ssad.resolve` (``import ssad.study.tracking`` registers MLflow's ``models:/`` and
+        ``runs:/``); the core itself never imports the study layer or MLflow.
+        """
+        if str(source).startswith(REGISTRY_PREFIXES):
+            from ssad.resolve import resolve_uri
+
+            source = resolve_uri(str(source))
         folder = Path(source)
         for name in ("config.yaml", "model.pt", "bank.npy"):
             if not (folder / name).is_file():

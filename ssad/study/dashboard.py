@@ -184,10 +184,10 @@ def collect(tracker: StudyTracker, spec: StudySpec, dashboard: Dashboard) -> Das
     params.index = trials["run_id"]
     needed = {p.metric or spec.metric for p in dashboard.panels if p.type not in _STUDY_WIDE}
     rows = [
-        (run_id, m.key, m.step, m.value)
+        (run_id, metric, step, value)
         for run_id in trials["run_id"]
         for metric in sorted(needed)
-        for m in tracker.client.get_metric_history(run_id, metric)
+        for step, value in tracker.metric_history(run_id, metric)
     ]
     history = pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
     return DashboardData(
@@ -249,7 +249,7 @@ def log_dashboard(
     with tempfile.TemporaryDirectory(prefix="ssad-dashboard-") as tmp:
         out = render(dashboard, data, Path(tmp) / f"{dashboard.name}.html")
         for path in (out, dashboard.source):
-            tracker.client.log_artifact(parent_run_id, str(path), artifact_path="dashboards")
+            tracker.log_artifacts(parent_run_id, Path(path), artifact_path="dashboards")
     return Path("dashboards") / out.name
 
 

@@ -79,12 +79,10 @@ def summary_artifacts(
     tracker: StudyTracker, parent_id: str, board: pd.DataFrame, stats: dict[str, Any]
 ) -> None:
     """Leaderboard CSV/HTML and summary metrics on the study's parent run."""
-    client = tracker.client
     with tempfile.TemporaryDirectory() as tmp:
         board.to_csv(Path(tmp) / "leaderboard.csv", index=False)
         (Path(tmp) / "leaderboard.html").write_text(board.to_html(index=False))
         (Path(tmp) / "summary.json").write_text(json.dumps(stats, indent=2))
-        client.log_artifacts(parent_id, tmp)
-    for k, v in stats.items():
-        client.log_metric(parent_id, k, float(v))
-    client.set_terminated(parent_id, status="FINISHED")
+        tracker.log_artifacts(parent_id, Path(tmp))
+    tracker.log_metrics(parent_id, {k: float(v) for k, v in stats.items()})
+    tracker.close(parent_id)

@@ -1,11 +1,16 @@
 """Promotion: best per-class configuration → final training → test once → MLflow registry.
 
 Per class: rank the study's configurations by their mean validation metric; optionally re-train
-the top-k with N seeds and keep the best mean (robust to a lucky seed); train the winner with the
-spec's ``final`` overrides; evaluate it once on the held-out test split; register it as
-``ssad-<class>`` with alias ``champion``. Trainings of all classes run in parallel as Ray tasks.
-A promotion key (study, candidates, seeds, final config, data fingerprint) tags each version, so
-re-running promote for an unchanged study adds no version.
+the top-k with N fresh seeds — seeds the study did not use, so a lucky study seed cannot win
+again — and keep the best mean; train the winner with the spec's ``final`` overrides; evaluate it
+once on the held-out test split; register it as ``ssad-<class>`` with alias ``champion``. All
+trainings run as Ray tasks, and each class is registered as soon as its final model is done: a
+failing class is reported (and the command fails) without discarding the others. A promotion key
+(study, candidates, seeds, final config, data fingerprint) tags each version, so re-running
+promote for an unchanged study adds no version.
+
+The decision threshold of a promoted detector has a margin (:func:`ssad.metrics.decision_threshold`):
+midway between the validation F1-max threshold and the next lower validation score.
 """
 
 from __future__ import annotations
@@ -14,22 +19,39 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ssad.config import Config
 from ssad.study.leaderboard import trials_frame
-from ssad.study.registry import CHAMPION, log_detector, model_name
 from ssad.study.spec import SpecError, StudySpec
-from ssad.study.tracking import TAG_CLASS, TAG_ROLE, TAG_STUDY, StudyTracker, git_sha
+from ssad.study.tracking import (
+    CHAMPION,
+    TAG_CLASS,
+    TAG_ROLE,
+    TAG_STUDY,
+    StudyTracker,
+    git_sha,
+    model_name,
+)
 from ssad.study.trial import resolve_trial_config
 
-__all__ = ["Candidate", "promote"]
+__all__ = ["Candidate", "PromotionError", "promote", "reseed_offsets"]
 
 log = logging.getLogger(__name__)
+
+
+class PromotionError(RuntimeError):
+    """Some classes could not be promoted (the others were registered; see ``report``)."""
+
+    def __init__(self, message: str, report: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -59,29 +81,32 @@ def candidates(df: pd.DataFrame, spec: StudySpec, cls: str, top_k: int) -> list[
     return out
 
 
+def reseed_offsets(spec: StudySpec, seeds: int) -> list[int]:
+    """Seed offsets for re-seeding: the ones after the study's ``0..seeds_per_config-1``."""
+    return list(range(spec.seeds_per_config, spec.seeds_per_config + seeds))
+
+
 def _train_task(config: dict[str, Any], final: bool) -> dict[str, Any]:
     """Ray task body: train one model; the final one comes back as files (it may run on any node)."""
+    from ssad.metrics import decision_threshold
     from ssad.pipeline import train_class
 
     cfg = Config.from_dict(config, source="promotion")
     with tempfile.TemporaryDirectory(prefix="ssad-promote-") as tmp:
         result = train_class(cfg, out_dir=tmp, evaluate_test=final, artifacts=final)
         files = {}
+        if final and (Path(tmp) / "val" / "scores.npz").is_file():
+            val = np.load(Path(tmp) / "val" / "scores.npz")
+            result["threshold"] = decision_threshold(val["labels"], val["scores"])
+            meta_path = Path(tmp) / "detector.json"
+            meta = json.loads(meta_path.read_text())
+            meta["threshold"] = result["threshold"]
+            meta_path.write_text(json.dumps(meta, indent=2))
         if final:
             files = {
                 str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()
             }
     return {"result": result, "files": files}
-
-
-def _run_tasks(jobs: list[tuple[Config, bool]], spec: StudySpec) -> list[dict[str, Any]]:
-    import ray
-
-    task = ray.remote(num_cpus=spec.cpu, num_gpus=spec.gpu, max_retries=spec.max_failures)(
-        _train_task
-    )
-    refs = [task.remote(cfg.to_dict(), final) for cfg, final in jobs]
-    return ray.get(refs)
 
 
 def promotion_key(
@@ -101,17 +126,6 @@ def promotion_key(
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _existing_version(client, name: str, key: str):
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except Exception:  # registered model does not exist yet
-        return None
-    for v in versions:
-        if v.tags.get("ssad.promotion_key") == key:
-            return v
-    return None
-
-
 def _diff(config: Config, keys: list[str]) -> dict[str, Any]:
     """Searched values that differ from the seed's defaults (``Config()``)."""
     ref, now = Config().flat(), config.flat()
@@ -129,7 +143,12 @@ def promote(
     out_root: str | Path = "promoted",
     models_root: str | Path = "runs/promoted",
 ) -> pd.DataFrame:
-    """Promote every (selected) class of a finished study; returns the promotion report."""
+    """Promote every (selected) class of a finished study; returns the promotion report.
+
+    Raises:
+        PromotionError: some classes failed; the others are registered and listed in its
+            ``report`` (with an ``error`` column naming what failed).
+    """
     from ssad.study.runner import _init_ray, preflight
 
     if top_k < 1 or seeds < 1:
@@ -142,45 +161,33 @@ def promote(
             f"{spec.path}: --classes {sorted(unknown)} not in the study's classes {list(spec.classes)}"
         )
     tracker = StudyTracker(spec.tracking_uri, spec.experiment, spec.name)
-    df = trials_frame(tracker, spec)
+    df = trials_frame(tracker, spec)  # the newest launch's trials only
     if df.empty:
         raise SpecError(
             f"{spec.path}: no trials of study {spec.name!r} in {spec.tracking_uri}; run the study first"
         )
-    client = tracker.client
-    parent_id = tracker.launch_parent_id()  # trials_frame read this launch's trials only
-    final_over = spec.final.get("overrides", {})
+    parent_id = tracker.launch_parent_id()
     plan: dict[str, tuple[list[Candidate], str]] = {}
-    rows: list[dict[str, Any]] = []
+    rows: dict[str, dict[str, Any]] = {}
     for cls in classes:
         cands = candidates(df, spec, cls, top_k)
-        final_cfg = resolve_trial_config(
-            spec.base, {"class_name": cls, "seed": 0, "params": cands[0].params}
-        )
-        final_cfg = final_cfg.with_overrides(final_over, source=f"{spec.path}: final.overrides")
-        key = promotion_key(spec, cands, seeds, final_cfg, prints[cls])
-        existing = _existing_version(client, model_name(cls), key)
+        key = promotion_key(spec, cands, seeds, _final_config(spec, cls, cands[0]), prints[cls])
+        existing = tracker.find_version(model_name(cls), key=key)  # registry errors propagate
         if existing is not None:
             log.info("%s: unchanged since version %s; nothing to promote", cls, existing.version)
-            client.set_registered_model_alias(model_name(cls), CHAMPION, existing.version)
-            rows.append(_row_from_version(cls, existing, spec))
+            tracker.set_champion(model_name(cls), existing.version)
+            rows[cls] = _row_from_version(cls, existing, spec)
             continue
         plan[cls] = (cands, key)
+    reseeds = [] if seeds == 1 and top_k == 1 else reseed_offsets(spec, seeds)
+    reseeds = [spec.base.train.seed + s for s in reseeds]
     if plan:
         _init_ray(ray_address or spec.ray_address, spec)
-        chosen = _reseed(plan, spec, seeds, top_k)
-        jobs = []
-        for cls, cand in chosen.items():
-            cfg = resolve_trial_config(
-                spec.base, {"class_name": cls, "seed": 0, "params": cand.params}
-            )
-            jobs.append(
-                (cfg.with_overrides(final_over, source=f"{spec.path}: final.overrides"), True)
-            )
-        outputs = _run_tasks(jobs, spec)
-        for (cls, cand), (cfg, _), out in zip(chosen.items(), jobs, outputs):
-            rows.append(
-                _register(
+        for cls, cand, cfg, out in _trainings(plan, spec, seeds=seeds, top_k=top_k):
+            try:
+                if isinstance(out, BaseException):
+                    raise out
+                rows[cls] = _register(
                     cls,
                     cand,
                     cfg,
@@ -191,47 +198,94 @@ def promote(
                     parent_id,
                     out_root,
                     models_root,
+                    reseeds,
                 )
-            )
-    report = pd.DataFrame(rows)
+                log.info("%s: registered version %s", cls, rows[cls]["version"])
+            except Exception as exc:  # one class's failure must not discard the others
+                cause = getattr(exc, "cause", None) or exc  # a Ray task error's own exception
+                log.error("%s: promotion failed: %s", cls, cause)
+                rows[cls] = {"class": cls, "model": "", "error": f"{type(cause).__name__}: {cause}"}
+    report = pd.DataFrame([rows[c] for c in classes if c in rows])
     if parent_id is not None and not report.empty:
         with tempfile.TemporaryDirectory() as tmp:
             report.to_csv(Path(tmp) / "promotion.csv", index=False)
             (Path(tmp) / "promotion.html").write_text(report.to_html(index=False))
-            client.log_artifacts(parent_id, tmp, artifact_path="promotion")
+            tracker.log_artifacts(parent_id, Path(tmp), artifact_path="promotion")
+    failed = [r["class"] for r in rows.values() if r.get("error")]
+    if failed:
+        raise PromotionError(
+            f"{spec.path}: promotion failed for {failed} (the other classes are registered): "
+            + "; ".join(f"{r['class']}: {r['error']}" for r in rows.values() if r.get("error")),
+            report,
+        )
     return report
 
 
-def _reseed(
-    plan: dict[str, tuple[list[Candidate], str]], spec: StudySpec, seeds: int, top_k: int
-) -> dict[str, Candidate]:
-    """Re-train each class's top-k configurations with ``seeds`` seeds; keep the best mean."""
-    if seeds == 1 and top_k == 1:
-        return {cls: cands[0] for cls, (cands, _) in plan.items()}
-    jobs, owners = [], []
+def _final_config(spec: StudySpec, cls: str, cand: Candidate) -> Config:
+    cfg = resolve_trial_config(spec.base, {"class_name": cls, "seed": 0, "params": cand.params})
+    over = spec.final.get("overrides", {})
+    return cfg.with_overrides(over, source=f"{spec.path}: final.overrides")
+
+
+def _trainings(
+    plan: dict[str, tuple[list[Candidate], str]], spec: StudySpec, *, seeds: int, top_k: int
+) -> Iterator[tuple[str, Candidate | None, Config | None, dict[str, Any] | BaseException]]:
+    """Re-seed (when asked) and train each class's final model; yield each as it completes.
+
+    Yields ``(class, chosen candidate, final config, task output or the exception it raised)``.
+    A class's re-seed trainings use :func:`reseed_offsets`; the best mean wins, and its final
+    training starts as soon as that class's re-seeds are done.
+    """
+    import ray
+
+    task = ray.remote(num_cpus=spec.cpu, num_gpus=spec.gpu, max_retries=spec.max_failures)(
+        _train_task
+    )
+    pending: dict[Any, tuple[str, Candidate, Config, bool]] = {}
+
+    def submit(cls: str, cand: Candidate, cfg: Config, final: bool) -> None:
+        pending[task.remote(cfg.to_dict(), final)] = (cls, cand, cfg, final)
+
+    metric = spec.metric.removeprefix("val_")
+    scores: dict[str, dict[str, list[float]]] = {}
+    waiting: dict[str, int] = {}
     for cls, (cands, _) in plan.items():
+        if seeds == 1 and top_k == 1:
+            submit(cls, cands[0], _final_config(spec, cls, cands[0]), True)
+            continue
+        scores[cls] = {c.config_id: [] for c in cands}
         for cand in cands:
-            for s in range(seeds):
+            for s in reseed_offsets(spec, seeds):
                 cfg = resolve_trial_config(
                     spec.base, {"class_name": cls, "seed": s, "params": cand.params}
                 )
-                jobs.append((cfg, False))
-                owners.append((cls, cand))
-    results = _run_tasks(jobs, spec)
-    metric = spec.metric.removeprefix("val_")
-    scores: dict[tuple[str, str], list[float]] = {}
-    for (cls, cand), out in zip(owners, results):
-        scores.setdefault((cls, cand.config_id), []).append(float(out["result"]["val"][metric]))
-    chosen = {}
-    for cls, (cands, _) in plan.items():
-
-        def mean(c: Candidate, cls: str = cls) -> float:
-            vals = scores[(cls, c.config_id)]
-            return sum(vals) / len(vals)
-
-        best = max(cands, key=mean) if spec.mode == "max" else min(cands, key=mean)
-        chosen[cls] = Candidate(cls, best.config_id, best.trial_id, mean(best), best.params)
-    return chosen
+                submit(cls, cand, cfg, False)
+                waiting[cls] = waiting.get(cls, 0) + 1
+    failed: set[str] = set()
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        cls, cand, cfg, final = pending.pop(ref)
+        try:
+            out = ray.get(ref)
+        except Exception as exc:
+            if cls not in failed:  # a failed re-seed fails its class once
+                failed.add(cls)
+                yield cls, cand, cfg, exc
+            continue
+        if final:
+            yield cls, cand, cfg, out
+            continue
+        scores[cls][cand.config_id].append(float(out["result"]["val"][metric]))
+        waiting[cls] -= 1
+        if waiting[cls] == 0 and cls not in failed:
+            means = {cid: sum(v) / len(v) for cid, v in scores[cls].items()}
+            pick = max if spec.mode == "max" else min
+            best = pick(plan[cls][0], key=lambda c, m=means: m[c.config_id])
+            chosen = Candidate(
+                cls, best.config_id, best.trial_id, means[best.config_id], best.params
+            )
+            log.info("%s: re-seeded best %s = %.4f", cls, chosen.config_id, chosen.value)
+            submit(cls, chosen, _final_config(spec, cls, chosen), True)
 
 
 def _register(
@@ -245,6 +299,7 @@ def _register(
     parent_id: str | None,
     out_root: str | Path,
     models_root: str | Path,
+    reseeds: list[int],
 ) -> dict[str, Any]:
     folder = Path(models_root) / spec.name / cls
     for rel, data in out["files"].items():
@@ -256,25 +311,28 @@ def _register(
     cfg.save(config_path)
     result = out["result"]
     val, test = result["val"], result["test"]
-    client = tracker.client
     tags = {
         TAG_STUDY: spec.name,
         TAG_ROLE: "promotion",
         TAG_CLASS: cls,
         "ssad.trial_id": cand.trial_id,
         "ssad.git_sha": git_sha(),
+        "ssad.seed": str(cfg.train.seed),
+        "ssad.reseed_seeds": ",".join(map(str, reseeds)),
     }
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
-    run = client.create_run(tracker.experiment_id, run_name=f"promote-{cls}", tags=tags)
-    for prefix, metrics in (("val", val), ("test", test)):
-        for k, v in metrics.items():
-            client.log_metric(run.info.run_id, f"{prefix}_{k}", float(v))
+    run_id = tracker.create_run(run_name=f"promote-{cls}", tags=tags)
+    tracker.log_metrics(
+        run_id,
+        {f"{prefix}_{k}": v for prefix, m in (("val", val), ("test", test)) for k, v in m.items()}
+        | {"threshold": result["threshold"]},
+    )
     for sub in ("val", "test"):
         if (folder / sub).is_dir():
-            client.log_artifacts(run.info.run_id, str(folder / sub), artifact_path=sub)
-    client.log_artifact(run.info.run_id, str(config_path))
-    client.set_terminated(run.info.run_id)
+            tracker.log_artifacts(run_id, folder / sub, artifact_path=sub)
+    tracker.log_artifacts(run_id, config_path)
+    tracker.close(run_id)
     version_tags = {
         "ssad.study": spec.name,
         "ssad.trial_id": cand.trial_id,
@@ -284,12 +342,8 @@ def _register(
         **{f"test_{k}": f"{test[k]:.4f}" for k in ("image_auroc", "pixel_auroc", "aupro")},
         "ssad.threshold": f"{result['threshold']:.6f}",
     }
-    version = log_detector(
-        tracking_uri=tracker.tracking_uri,
-        run_id=run.info.run_id,
-        folder=folder,
-        class_name=cls,
-        tags=version_tags,
+    version = tracker.register_detector(
+        run_id=run_id, folder=folder, class_name=cls, tags=version_tags
     )
     diff = _diff(cfg, list(cand.params))
     return {

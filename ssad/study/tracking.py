@@ -1,4 +1,6 @@
-"""MLflow adapter: one experiment per study, a parent run, one nested run per trial.
+"""MLflow adapter — the one module that calls MLflow: study runs, trial runs, the model registry.
+
+Tracking: one experiment per study, a parent run per launch, one nested run per trial.
 
 Everything goes through :class:`mlflow.MlflowClient` with explicit run ids — the fluent API keeps
 one global active run per process and collides when trials log concurrently. Trial runs are found
@@ -9,28 +11,66 @@ Each launch of a study (a first run, or ``ssad study run --new``) has its own pa
 launch id (tag ``ssad.launch_id`` on the parent and on every trial run); a resume continues the
 newest launch. Readers (leaderboard, promotion, dashboards) see the newest launch only, so runs of
 an earlier launch, perhaps from another search space, never mix into its results.
+
+Registry: a promoted detector folder is logged as an ``mlflow.pyfunc`` model (the model code is
+``pyfunc_model.py``, logged by path, with the ``ssad`` package) and registered as ``ssad-<class>``
+with alias ``champion``. :func:`download_detector` turns ``models:/`` / ``runs:/`` URIs back into a
+detector folder; importing this module registers it with :mod:`ssad.resolve`, so
+``Detector.load("models:/…")`` works without the detector core importing the study layer.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import subprocess
+import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import LoggedModelOutput, Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-__all__ = ["StudyTracker", "check_tracking_uri", "git_sha", "runs_table_url"]
+from ssad import resolve
+
+__all__ = [
+    "CHAMPION",
+    "DEFAULT_TRACKING_URI",
+    "StudyTracker",
+    "check_tracking_uri",
+    "download_detector",
+    "git_sha",
+    "model_name",
+    "runs_table_url",
+]
 
 log = logging.getLogger(__name__)
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL, TAG_CLASS = "ssad.study", "ssad.role", "ssad.trial_id", "ssad.class"
 TAG_STATUS, TAG_LAUNCH = "ssad.status", "ssad.launch_id"
+DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
+CHAMPION = "champion"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+PYFUNC_REQUIREMENTS = [
+    "torch",
+    "torchvision",
+    "faiss-cpu",
+    "opencv-python-headless",
+    "pyyaml",
+    "pandas",
+]
+
+
+def model_name(class_name: str) -> str:
+    """The registered model of a class: ``ssad-<class>``."""
+    return f"ssad-{class_name}"
 
 
 def git_sha() -> str:
@@ -92,7 +132,9 @@ class StudyTracker:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
         return self._client
 
     @property
@@ -263,6 +305,131 @@ class StudyTracker:
     def _launch_filter(self) -> str:
         launch = self.current_launch()
         return f" and tags.`{TAG_LAUNCH}` = '{launch}'" if launch else ""
+
+    # ---- plain run records (promotion runs, summaries, dashboards) -----------------------------
+    def create_run(self, *, run_name: str, tags: dict[str, str]) -> str:
+        return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=items)
+
+    def log_artifacts(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        """Upload a file or a folder's contents (under ``artifact_path``) to a run."""
+        if Path(path).is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of every logged value of one metric of a run."""
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+    def close(self, run_id: str, *, failed: bool = False) -> None:
+        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+    # ---- model registry ------------------------------------------------------------------------
+    def find_version(self, name: str, *, key: str):
+        """The version of registered model ``name`` tagged with promotion ``key``, or None.
+
+        A missing model has no versions; any other registry error propagates (read as "no
+        version" it would register a duplicate).
+        """
+        for version in self.client.search_model_versions(f"name = '{name}'"):
+            if version.tags.get("ssad.promotion_key") == key:
+                return version
+        return None
+
+    def set_champion(self, name: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+
+    def register_detector(
+        self, *, run_id: str, folder: Path, class_name: str, tags: dict[str, str]
+    ) -> str:
+        """Log ``folder`` as a pyfunc model of ``run_id``, register it, alias it ``champion``.
+
+        Client calls only (no fluent active run): the model is saved locally, logged as a
+        LoggedModel of the run, then registered. Returns the new version.
+        """
+        import mlflow.pyfunc
+
+        import ssad
+
+        client = self.client
+        with tempfile.TemporaryDirectory(prefix="ssad-pyfunc-") as tmp:
+            local = Path(tmp) / "model"
+            mlflow.pyfunc.save_model(
+                str(local),
+                python_model=str(PYFUNC_CODE),
+                artifacts={"detector": str(folder)},
+                code_paths=[str(Path(ssad.__file__).parent)],
+                pip_requirements=PYFUNC_REQUIREMENTS,
+            )
+            model = client.create_logged_model(
+                self.experiment_id, name="model", source_run_id=run_id
+            )
+            client.log_model_artifacts(model.model_id, str(local))
+            client.finalize_logged_model(model.model_id, "READY")
+            client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        name = model_name(class_name)
+        try:
+            client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
+            client.create_registered_model(
+                name, description=f"ssad anomaly detector for class {class_name}"
+            )
+        version = client.create_model_version(
+            name,
+            # the artifact location, not models:/<id>: MLflow resolves that through the
+            # process-wide tracking URI, not this client's
+            source=model.artifact_location,
+            run_id=run_id,
+            tags=tags,
+            model_id=model.model_id,
+        )
+        self.set_champion(name, version.version)
+        return version.version
+
+
+def download_detector(uri: str, *, tracking_uri: str | None = None) -> Path:
+    """A registered / logged ssad model (``models:/…``, ``runs:/…``) → its local detector folder.
+
+    ``tracking_uri``: the store (default ``$MLFLOW_TRACKING_URI``, else the project's SQLite
+    store); passed explicitly, no process-wide MLflow setting is changed.
+    """
+    import mlflow.artifacts
+
+    store = check_tracking_uri(
+        tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    )
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, tracking_uri=store, registry_uri=store
+            )
+        )
+    except (MlflowException, OSError) as exc:  # name the URI and the store
+        raise FileNotFoundError(f"{uri}: cannot download from {store} ({exc})") from None
+    try:
+        meta = yaml.safe_load((local / "MLmodel").read_text())
+        return local / meta["flavors"]["python_function"]["artifacts"]["detector"]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise FileNotFoundError(
+            f"{uri}: not an ssad model (no 'detector' artifact in {local}/MLmodel)"
+        ) from None
+
+
+resolve.register(("models:/", "runs:/"), download_detector)
 
 
 def _param(value: Any) -> str:
