@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,12 @@ __all__ = ["Dimension", "SearchSpace", "SpecError", "StudySpec", "load_search_sp
 
 log = logging.getLogger(__name__)
 
-METRICS = ("val_image_auroc", "val_pixel_auroc", "val_aupro", "val_image_f1_max")
+# Raw per-epoch validation metrics and their moving averages over epochs (ssad.study.trial).
+METRICS = tuple(
+    f"val_{m}{suffix}"
+    for suffix in ("_ema", "")
+    for m in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
+)
 
 # Keys that decide which images a trial is judged on: searching them (or changing them for the
 # final model) would select on a different validation split per configuration, not on quality.
@@ -30,6 +36,8 @@ SELECTION_KEYS = {
     "data.val_fraction": "it changes which test images are validation images",
     "data.val_source": "it changes what the validation metric measures",
     "data.holdout_fraction": "it changes which train images are validation images",
+    "data.val_draws": "it changes the synthetic validation anomalies",
+    "data.val_draws": "it changes which synthetic defects the validation images carry",
     "train.seed": "seeds are the study's seeds_per_config (promotion re-seeds with --seeds)",
 }
 # Keys every trial sets itself (ssad.study.trial.resolve_trial_config): a searched or base value
@@ -39,6 +47,8 @@ TRIAL_KEYS = {
     "train.progress": "trials never draw progress bars",
     "train.val_every": "ASHA compares trials at every epoch, so every trial validates each epoch",
 }
+# Study and class names become folder names (storage_path/<name>, promoted/<name>/<class>.yaml).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # ASHA's max_t (and the finished/stopped labels) are the base config's epochs, fixed at launch.
 SCHEDULE_KEYS = ("train.phase1_epochs", "train.phase2_epochs")
 
@@ -433,6 +443,7 @@ def _check_numbers(spec: StudySpec, src: str) -> None:
             raise SpecError(f"{src}: {key}: {msg}")
     if len(set(spec.classes)) != len(spec.classes):
         raise SpecError(f"{src}: classes: duplicated class names")
+    _check_paths(spec, src)
     final_over = spec.final.get("overrides", {})
     if set(spec.final) - {"overrides"} or not isinstance(final_over, dict):
         raise SpecError(f"{src}: final: expected {{overrides: {{dotted.key: value}}}}")
@@ -442,6 +453,30 @@ def _check_numbers(spec: StudySpec, src: str) -> None:
         if why:
             raise SpecError(f"{src}: final.overrides: {key}: the final model must keep it: {why}")
     spec.base.with_overrides(flat, source=f"{src}: final.overrides")
+
+
+def _check_paths(spec: StudySpec, src: str) -> None:
+    """Nothing a spec names may write outside the study's output folders.
+
+    Names become single folder names; the storage path and a SQLite store may be anywhere the
+    user says, but not climb with ``..`` (a relative ``../..`` resolves against whatever the
+    working directory happens to be).
+    """
+    for key, name in [
+        ("name", spec.name),
+        *((f"classes[{i}]", c) for i, c in enumerate(spec.classes)),
+    ]:
+        if not SAFE_NAME.fullmatch(name) or ".." in name:
+            raise SpecError(
+                f"{src}: {key}: {name!r}: use letters, digits, '.', '_' and '-' only (it names "
+                "folders under storage_path and promoted/), without '..'"
+            )
+    raw_storage = str(spec.raw.get("storage_path", ""))
+    if ".." in Path(raw_storage).parts:
+        raise SpecError(f"{src}: storage_path: {raw_storage!r}: '..' is not allowed")
+    db = spec.tracking_uri.removeprefix("sqlite:///")
+    if db != spec.tracking_uri and ".." in Path(db).parts:
+        raise SpecError(f"{src}: mlflow.tracking_uri: {spec.tracking_uri!r}: '..' is not allowed")
 
 
 def _set_spec_key(raw: dict, key: str, value: Any, src: str) -> None:

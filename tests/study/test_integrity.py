@@ -7,8 +7,10 @@ new launch's leaderboard and promotion see only its own trial runs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -142,3 +144,245 @@ def test_relaunch_over_a_finished_study(local_ray, make_spec, tmp_path: Path, ca
     capsys.readouterr()
     assert main(["study", "show", str(path)]) == 0
     assert "trials: 2 " in capsys.readouterr().out
+
+
+# ---- promotion -----------------------------------------------------------------------------------
+
+
+def test_decision_threshold_has_a_margin() -> None:
+    from ssad.metrics import decision_threshold, f1_max
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.4, 0.8, 0.9, 0.95])
+    _, at_f1 = f1_max(labels, scores)
+    assert at_f1 == 0.8  # the lowest-scoring anomaly itself: no margin at all
+    t = decision_threshold(labels, scores)
+    assert t == pytest.approx(0.6)  # midway to the next lower score
+    assert ((scores >= t) == (scores >= at_f1)).all()  # same validation decisions, same F1
+    # an anomaly overlapping the normals: still midway below the chosen score
+    labels2, scores2 = np.array([0, 1, 0, 1]), np.array([0.1, 0.3, 0.5, 0.9])
+    assert decision_threshold(labels2, scores2) == pytest.approx(
+        (f1_max(labels2, scores2)[1] + 0.1) / 2
+    )
+    # nothing below the F1-max threshold: the threshold itself; no anomaly: nan
+    assert decision_threshold([1, 1], [0.3, 0.5]) == 0.3
+    assert np.isnan(decision_threshold([0, 0], [0.3, 0.5]))
+
+
+def test_reseeding_uses_seeds_the_study_did_not_use(make_spec, tmp_path: Path) -> None:
+    from ssad.study.promote import reseed_offsets
+    from ssad.study.trial import resolve_trial_config
+
+    spec = load_spec(make_spec(tmp_path / "s", seeds_per_config=3))
+    study_seeds = {
+        resolve_trial_config(spec.base, {"class_name": "brick", "seed": s, "params": {}}).train.seed
+        for s in range(spec.seeds_per_config)  # what ClassRoutedSearcher hands out
+    }
+    offsets = reseed_offsets(spec, 4)
+    assert len(set(offsets)) == 4
+    assert not {spec.base.train.seed + s for s in offsets} & study_seeds
+
+
+def test_registry_error_is_not_read_as_no_version(tmp_path: Path) -> None:
+    """A missing model has no versions; a broken registry raises (no duplicate registration)."""
+    import sqlite3
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "ssad-x", "x")
+    assert tracker.find_version("ssad-brick", key="abc") is None
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        db.execute("DROP TABLE model_versions")
+    with pytest.raises(Exception, match="model_versions"):
+        StudyTracker(uri, "ssad-x", "x").find_version("ssad-brick", key="abc")
+
+
+@pytest.mark.slow
+def test_one_failing_class_does_not_discard_the_others(
+    local_ray, study_data: Path, study_helpers, tmp_path: Path, monkeypatch
+) -> None:
+    """gelcap's images break after the study: brick is still re-seeded, trained and registered."""
+    import shutil
+
+    from ssad.metrics import decision_threshold, f1_max
+    from ssad.study.promote import PromotionError, promote
+    from ssad.study.runner import run_study
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(study_data, data)
+    path = study_helpers.write_spec(tmp_path / "s", data_root=data, name="onefails", num_samples=1)
+    spec = load_spec(path)
+    assert run_study(spec)["errors"] == 0
+    for image in (data / "gelcap" / "test").rglob("*.png"):
+        image.write_bytes(b"not an image any more")
+
+    with pytest.raises(PromotionError, match="gelcap") as info:
+        promote(spec, seeds=2, out_root=tmp_path / "promoted", models_root=tmp_path / "models")
+    report = info.value.report
+    assert list(report["class"]) == ["brick", "gelcap"]
+    assert report.set_index("class").loc["gelcap", "error"]
+    client = MlflowClient(spec.tracking_uri, registry_uri=spec.tracking_uri)
+    champion = client.get_model_version_by_alias("ssad-brick", "champion")
+    assert not client.search_registered_models("name = 'ssad-gelcap'")
+
+    # re-seeding used seeds the study did not use
+    promo = client.search_runs(
+        [client.get_experiment_by_name(spec.experiment).experiment_id],
+        "tags.`ssad.role` = 'promotion'",
+    )
+    assert len(promo) == 1 and promo[0].info.run_id == champion.run_id
+    reseeds = set(promo[0].data.tags["ssad.reseed_seeds"].split(","))
+    study_seeds = {r.data.tags["ssad.seed"] for r in _tracker(spec).trial_runs()}
+    assert len(reseeds) == 2 and not reseeds & study_seeds
+
+    # the champion's threshold has a margin below the F1-max threshold of its validation scores
+    val = np.load(tmp_path / "models" / "onefails" / "brick" / "val" / "scores.npz")
+    det = json.loads((tmp_path / "models" / "onefails" / "brick" / "detector.json").read_text())
+    assert det["threshold"] == pytest.approx(decision_threshold(val["labels"], val["scores"]))
+    assert det["threshold"] <= f1_max(val["labels"], val["scores"])[1]
+    assert float(champion.tags["ssad.threshold"]) == pytest.approx(det["threshold"], abs=1e-6)
+
+
+# ---- one adapter per library; the core never imports the study layer ----------------------------
+
+PACKAGE = Path(__file__).resolve().parents[2] / "ssad"
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_mlflow_is_called_from_one_module() -> None:
+    users = {
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if any(n == "mlflow" or n.startswith("mlflow.") for n in _imports(p))
+    }
+    # tracking.py is the adapter; pyfunc_model.py is the model code MLflow itself loads
+    assert users == {"study/tracking.py", "study/pyfunc_model.py"}, users
+
+
+def test_core_does_not_import_the_study_layer() -> None:
+    core = [p for p in PACKAGE.rglob("*.py") if "study" not in p.relative_to(PACKAGE).parts]
+    core = [p for p in core if p.name != "cli.py"]  # the entry point wires both
+    for path in core:
+        bad = {n for n in _imports(path) if n.startswith(("ssad.study", "mlflow", "ray"))}
+        assert not bad, (path, bad)
+
+
+def test_models_uri_resolution_is_injected(tmp_path: Path) -> None:
+    """Without the MLflow adapter, a models:/ URI fails with advice; importing it registers it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from ssad.detector import Detector\n"
+        "from ssad.resolve import ResolveError\n"
+        "try:\n"
+        "    Detector.load('models:/ssad-brick@champion')\n"
+        "except ResolveError as exc:\n"
+        "    print('refused:', exc)\n"
+        "assert not [m for m in sys.modules if m.startswith(('ssad.study', 'mlflow'))]\n"
+        "import mlflow\n"
+        "before = dict(os.environ)  # (MLflow sets its own telemetry variable on import)\n"
+        "import ssad.study.tracking\n"
+        "assert dict(os.environ) == before, 'os.environ changed at import'\n"
+        "try:\n"
+        "    Detector.load('models:/ssad-brick@champion')\n"
+        "except FileNotFoundError as exc:\n"
+        "    print('resolved by:', exc)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "ssad.study.tracking" in out.stdout
+    assert "resolved by:" in out.stdout and "cannot download" in out.stdout
+
+
+# ---- security --------------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs a shell command (what a tampered model.pt would carry)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_in_model_pt_is_refused(tmp_path: Path) -> None:
+    import pickle
+
+    import torch
+
+    from ssad.config import Config
+    from ssad.detector import Detector
+
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    Config().with_overrides({"model.weights": "none"}).save(folder / "config.yaml")
+    np.save(folder / "bank.npy", np.ones((4, Config().model.embedding_dim), np.float32))
+    marker = tmp_path / "pwned"
+    torch.save({"backbone.weight": _Payload(marker)}, folder / "model.pt")
+    with pytest.raises(pickle.UnpicklingError, match=r"[Ww]eights only"):
+        Detector.load(folder)
+    assert not marker.exists()  # the payload never ran
+
+
+def test_untrusted_formats_are_read_safely() -> None:
+    """YAML only through safe_load; torch.load only with weights_only=True; no pickled arrays."""
+    import re
+
+    yaml_load = re.compile(
+        r"yaml\.(load|load_all|full_load|unsafe_load)\s*\(|yaml\.(Unsafe|Full)?Loader\b"
+    )
+    torch_load = re.compile(r"torch\.load\(([^)]*)\)", re.S)
+    found_torch = 0
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        assert not yaml_load.search(text), f"{path}: read YAML with yaml.safe_load"
+        assert "allow_pickle=True" not in text, path
+        for call in torch_load.finditer(text):
+            found_torch += 1
+            assert "weights_only=True" in call.group(1), f"{path}: {call.group(0)}"
+    assert found_torch >= 2  # detector, trial state (and model weights)
+
+
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        ({"name": "../escape"}, "name"),
+        ({"name": ".."}, "name"),
+        ({"name": "a/b"}, "name"),
+        ({"classes": ["brick", "../../etc"]}, "classes[1]"),
+        ({"storage_path": "runs/../../elsewhere"}, "storage_path"),
+        ({"mlflow": {"tracking_uri": "sqlite:///runs/../../x.db"}}, "mlflow.tracking_uri"),
+    ],
+)
+def test_spec_paths_cannot_leave_the_output_folders(
+    tmp_path: Path, study_helpers, fields: dict, key: str
+) -> None:
+    import yaml
+
+    path = study_helpers.write_spec(tmp_path / "s", data_root=tmp_path / "data")
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, **fields}))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert key in str(info.value) and str(path) in str(info.value)
