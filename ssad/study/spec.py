@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ssad.config import PRESETS, Config, ConfigError, flatten, read_yaml_mapping
+from ssad.study.rules import (
+    base_override_refusal,
+    final_override_refusal,
+    name_refusal,
+    path_refusal,
+    search_refusal,
+)
 
 __all__ = ["Dimension", "SearchSpace", "SpecError", "StudySpec", "load_search_space", "load_spec"]
 
@@ -27,30 +33,6 @@ METRICS = tuple(
     for suffix in ("_ema", "")
     for m in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
 )
-
-# Keys that decide which images a trial is judged on: searching them (or changing them for the
-# final model) would select on a different validation split per configuration, not on quality.
-SELECTION_KEYS = {
-    "data.root": "the data set is the study's (data.root), not a searched value",
-    "data.split_seed": "it changes which test images are validation images",
-    "data.val_fraction": "it changes which test images are validation images",
-    "data.val_source": "it changes what the validation metric measures",
-    "data.holdout_fraction": "it changes which train images are validation images",
-    "data.val_draws": "it changes the synthetic validation anomalies",
-    "data.val_draws": "it changes which synthetic defects the validation images carry",
-    "train.seed": "seeds are the study's seeds_per_config (promotion re-seeds with --seeds)",
-}
-# Keys every trial sets itself (ssad.study.trial.resolve_trial_config): a searched or base value
-# would be silently overwritten.
-TRIAL_KEYS = {
-    "data.class_name": "each trial's class comes from the spec's classes",
-    "train.progress": "trials never draw progress bars",
-    "train.val_every": "ASHA compares trials at every epoch, so every trial validates each epoch",
-}
-# Study and class names become folder names (storage_path/<name>, promoted/<name>/<class>.yaml).
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-# ASHA's max_t (and the finished/stopped labels) are the base config's epochs, fixed at launch.
-SCHEDULE_KEYS = ("train.phase1_epochs", "train.phase2_epochs")
 
 
 class SpecError(ConfigError):
@@ -122,7 +104,9 @@ def load_search_space(path: str | Path, *, base: Config | None = None) -> Search
     for key, d in flatten_space(raw).items():
         if key not in known:
             raise SpecError(f"{src}: {key}: not a config key")
-        _check_searchable(key, src)
+        why = search_refusal(key)
+        if why:
+            raise SpecError(f"{src}: {key}: {why}")
         if not isinstance(d, dict) or "type" not in d:
             raise SpecError(
                 f"{src}: {key}: expected a mapping with 'type' (float|logfloat|int|categorical)"
@@ -180,20 +164,6 @@ def load_search_space(path: str | Path, *, base: Config | None = None) -> Search
             except ConfigError as exc:
                 raise SpecError(f"{exc} (at a corner of the search space)") from None
     return space
-
-
-def _check_searchable(key: str, src: str) -> None:
-    """Refuse keys whose search would break honest selection, be overwritten, or outrun ASHA."""
-    why = SELECTION_KEYS.get(key) or TRIAL_KEYS.get(key)
-    if why:
-        raise SpecError(f"{src}: {key}: cannot be searched: {why}")
-    if key in SCHEDULE_KEYS:
-        raise SpecError(
-            f"{src}: {key}: cannot be searched: ASHA's max_t and its rungs are fixed at launch "
-            "from the base config's train.phase1_epochs + train.phase2_epochs, so a trial with "
-            "other epochs would be cut or labelled wrongly; set it in base.overrides (or compare "
-            "schedules in separate studies)"
-        )
 
 
 def space_dim(space: SearchSpace, key: str) -> Dimension:
@@ -345,8 +315,9 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
     if not isinstance(base_over, dict):
         raise SpecError(f"{src}: base.overrides: expected a mapping of dotted keys")
     for key in flatten(base_over, source=src):
-        if key in TRIAL_KEYS:
-            raise SpecError(f"{src}: base.overrides: {key}: set by every trial: {TRIAL_KEYS[key]}")
+        why = base_override_refusal(key)
+        if why:
+            raise SpecError(f"{src}: base.overrides: {key}: {why}")
     from ssad.config import load_config
 
     base_file = base_sec.get("config")
@@ -449,34 +420,23 @@ def _check_numbers(spec: StudySpec, src: str) -> None:
         raise SpecError(f"{src}: final: expected {{overrides: {{dotted.key: value}}}}")
     flat = flatten(final_over, source=src)
     for key in flat:
-        why = SELECTION_KEYS.get(key) or (key == "data.class_name" and TRIAL_KEYS[key])
+        why = final_override_refusal(key)
         if why:
-            raise SpecError(f"{src}: final.overrides: {key}: the final model must keep it: {why}")
+            raise SpecError(f"{src}: final.overrides: {key}: {why}")
     spec.base.with_overrides(flat, source=f"{src}: final.overrides")
 
 
 def _check_paths(spec: StudySpec, src: str) -> None:
-    """Nothing a spec names may write outside the study's output folders.
-
-    Names become single folder names; the storage path and a SQLite store may be anywhere the
-    user says, but not climb with ``..`` (a relative ``../..`` resolves against whatever the
-    working directory happens to be).
-    """
-    for key, name in [
-        ("name", spec.name),
-        *((f"classes[{i}]", c) for i, c in enumerate(spec.classes)),
-    ]:
-        if not SAFE_NAME.fullmatch(name) or ".." in name:
-            raise SpecError(
-                f"{src}: {key}: {name!r}: use letters, digits, '.', '_' and '-' only (it names "
-                "folders under storage_path and promoted/), without '..'"
-            )
-    raw_storage = str(spec.raw.get("storage_path", ""))
-    if ".." in Path(raw_storage).parts:
-        raise SpecError(f"{src}: storage_path: {raw_storage!r}: '..' is not allowed")
+    """Nothing a spec names may write outside the study's output folders (see rules.py)."""
+    names = [("name", spec.name), *((f"classes[{i}]", c) for i, c in enumerate(spec.classes))]
     db = spec.tracking_uri.removeprefix("sqlite:///")
-    if db != spec.tracking_uri and ".." in Path(db).parts:
-        raise SpecError(f"{src}: mlflow.tracking_uri: {spec.tracking_uri!r}: '..' is not allowed")
+    paths = [("storage_path", str(spec.raw.get("storage_path", "")))]
+    paths += [("mlflow.tracking_uri", db)] if db != spec.tracking_uri else []
+    for key, why in [(k, name_refusal(n)) for k, n in names] + [
+        (k, path_refusal(p)) for k, p in paths
+    ]:
+        if why:
+            raise SpecError(f"{src}: {key}: {why}")
 
 
 def _set_spec_key(raw: dict, key: str, value: Any, src: str) -> None:
