@@ -171,10 +171,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_study_run(args: argparse.Namespace) -> int:
     from ssad.config import parse_overrides
-    from ssad.study.launch import prepare_launch
     from ssad.study.runner import preflight, run_study
     from ssad.study.spec import load_spec
-    from ssad.study.tracking import StudyTracker
 
     spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
     if args.dry_run:
@@ -193,14 +191,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
         )
         print("dry run: spec, search space, data and tracking store are valid; nothing launched")
         return 0
-    # Decide the launch (first / --resume / --new) before Ray starts: a re-launch over an
-    # existing study never reuses its parent run or mixes with its trial runs.
-    checked, _ = preflight(spec)
-    tracker = StudyTracker(checked.tracking_uri, checked.experiment, checked.name)
-    launch = prepare_launch(checked, tracker, resume=args.resume, new=args.new)
-    if launch:
-        print(f"study {spec.name}: launch {launch}")
-    out = run_study(spec, resume=args.resume, ray_address=args.ray_address)
+    out = run_study(spec, resume=args.resume, new=args.new, ray_address=args.ray_address)
     _print_board(out["leaderboard"], spec.metric)
     st = out["stats"]
     print(

@@ -51,6 +51,7 @@ class DataConfig:
     val_source: Literal["test_half", "synthetic"] = "test_half"
     val_fraction: float = 0.5  # test_half: share of the test split used for validation
     holdout_fraction: float = 0.2  # synthetic: share of train/good held out for validation
+    val_draws: int = 3  # synthetic: defective copies drawn per held-out image
     split_seed: int = 0
 
 
@@ -115,15 +116,27 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    bank_size: int = 500  # about one epoch of normal samples: older embeddings are stale
+    # "final": after training (and for every validation pass) the bank is rebuilt from eval-mode
+    # features of the current weights over the normal training images, then subsampled to
+    # bank_size; the saved model uses exactly that bank. "fifo": the seed's bank of train-mode
+    # embeddings (y = 0 and ŷ = 0) collected during training, the newest bank_size kept.
+    fill: Literal["final", "fifo"] = "final"
+    subsample: Literal["coreset", "random"] = "coreset"  # final fill: greedy k-center or random
+    views: int = 0  # final fill: colour-jittered views per training image added to the plain one
+    bank_size: int = 500
     k: int = 3
     backend: Literal["auto", "cpu", "gpu"] = "auto"
 
 
 @dataclass(frozen=True)
 class EvalConfig:
+    # "windows": one embedding per patch_size window at patch_stride (patch mode) or per image
+    # with GradCAM maps (image mode); "dense": one forward per image, layer2+layer3 features of
+    # the backbone, kNN at every feature position (needs memory.fill: final).
+    scoring: Literal["windows", "dense"] = "windows"
     patch_stride: int = 8
-    image_score: Literal["max", "topk"] = "topk"  # patch mode: image score from the patch map
+    map_sigma: float = 4.0  # Gaussian smoothing (pixels) of the anomaly map; 0: none
+    image_score: Literal["max", "topk"] = "topk"  # max of the smoothed map | top-k cell mean
     topk: int = 10
     batch_size: int = 64
     heatmaps: int = 8  # overlays written per evaluation
@@ -181,6 +194,8 @@ class Config:
             fail("data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
         if not 0.0 < d.holdout_fraction < 1.0:
             fail("data.holdout_fraction", f"must be in (0, 1), got {d.holdout_fraction}")
+        if d.val_draws < 1:
+            fail("data.val_draws", f"must be >= 1, got {d.val_draws}")
         for name in ("big", "scar"):
             s: DefectShape = getattr(self.defects, name)
             k = f"defects.{name}"
@@ -230,6 +245,16 @@ class Config:
             fail("train.batch_size", "must be >= 2 (BatchNorm)")
         if t.device != "auto" and t.device != "cpu" and not t.device.startswith("cuda"):
             fail("train.device", f"auto | cpu | cuda[:N], got {t.device!r}")
+        if m.fill == "fifo" and e.scoring == "dense":
+            fail(
+                "memory.fill",
+                "fifo collects projection-head embeddings during training, but "
+                "eval.scoring=dense needs a bank of backbone features: use memory.fill=final",
+            )
+        if m.views < 0:
+            fail("memory.views", f"must be >= 0, got {m.views}")
+        if e.map_sigma < 0:
+            fail("eval.map_sigma", f"must be >= 0, got {e.map_sigma}")
         if m.k < 1:
             fail("memory.k", f"must be >= 1, got {m.k}")
         if m.bank_size < m.k:

@@ -14,7 +14,15 @@ import torch
 from ssad.config import Config
 from ssad.data.images import read_image, read_mask, to_tensor
 from ssad.data.mvtec import Sample
-from ssad.localize import gradcam, image_score_from_map, patch_score_grid, upsample_grid
+from ssad.localize import (
+    DENSE_STRIDE,
+    dense_score_grid,
+    gradcam,
+    image_score_from_map,
+    patch_score_grid,
+    smooth_maps,
+    upsample_grid,
+)
 from ssad.memory import MemoryBank
 from ssad.metrics import compute_all, roc_points
 from ssad.model import SSADNet
@@ -63,38 +71,41 @@ def score_images(
 ) -> Scored:
     """Score RGB uint8 images (N, S, S, 3) of the model's input size.
 
-    Patch mode: kNN score per window → map; the image score is the max / top-k mean of the
-    window scores. Image mode: kNN score of the image embedding; maps from GradCAM scaled by it.
+    ``eval.scoring: dense``: kNN score of every stride-8 feature position → map. ``windows`` in
+    patch mode: kNN score per window → map; in image mode: kNN score of the image embedding, maps
+    from GradCAM scaled by it. Maps are smoothed by ``eval.map_sigma``; the image score is the max
+    of the smoothed map or the mean of the top-k grid cells (``eval.image_score``).
     """
     model.eval()
     ev, pre = config.eval, config.pretext
     scores, maps, embeds = [], [], []
     for i in range(0, len(images), ev.batch_size):
         x = to_tensor(images[i : i + ev.batch_size]).to(device)
-        if pre.mode == "patch":
-            grid, z = patch_score_grid(
-                model,
-                bank,
-                x,
-                patch=pre.patch_size,
-                stride=ev.patch_stride,
-                k=config.memory.k,
-            )
-            s = image_score_from_map(grid, mode=ev.image_score, topk=ev.topk)
-            if with_maps:
-                maps.append(
-                    upsample_grid(
-                        grid, size=x.shape[-1], patch=pre.patch_size, stride=ev.patch_stride
-                    )
-                )
-            worst = grid.reshape(len(grid), -1).argmax(axis=1)  # t-SNE: the most anomalous window
-            embeds.append(z[np.arange(len(z)), worst])
-        else:
+        size = x.shape[-1]
+        if ev.scoring == "windows" and pre.mode == "image":
             z = model.embed(x)
             s = bank.score(z, config.memory.k)
             if with_maps:
-                maps.append(gradcam(model, x) * s[:, None, None])
+                maps.append(smooth_maps(gradcam(model, x) * s[:, None, None], ev.map_sigma))
             embeds.append(z.float().cpu().numpy())
+            scores.append(s)
+            continue
+        if ev.scoring == "dense":
+            grid, z = dense_score_grid(model, bank, x, k=config.memory.k)
+            patch = stride = DENSE_STRIDE
+        else:
+            patch, stride = pre.patch_size, ev.patch_stride
+            grid, z = patch_score_grid(
+                model, bank, x, patch=patch, stride=stride, k=config.memory.k
+            )
+        m = smooth_maps(upsample_grid(grid, size=size, patch=patch, stride=stride), ev.map_sigma)
+        s = image_score_from_map(
+            m if ev.image_score == "max" else grid, mode=ev.image_score, topk=ev.topk
+        )
+        if with_maps:
+            maps.append(m)
+        worst = grid.reshape(len(grid), -1).argmax(axis=1)  # t-SNE: the most anomalous cell
+        embeds.append(z[np.arange(len(z)), worst])
         scores.append(s)
     size = images.shape[1]
     return Scored(

@@ -1,8 +1,10 @@
-"""Anomaly maps: dense patch-level kNN maps (patch mode) and GradCAM (image mode).
+"""Anomaly maps: window kNN maps (patch mode), dense feature kNN maps, GradCAM (image mode).
 
-Patch maps: the image is cut into ``patch``×``patch`` windows with stride ``stride`` (the last
+Window maps: the image is cut into ``patch``×``patch`` windows with stride ``stride`` (the last
 window touches the border), all windows are embedded in batches, each window's kNN score is placed
 at the window's centre and the grid is bilinearly interpolated to image size — no half-patch shift.
+Dense maps: one forward per image; every position of the stride-8 feature grid is scored against a
+bank of training positions and placed at the centre of its 8×8 cell.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ from ssad.memory import MemoryBank
 from ssad.model import SSADNet
 
 __all__ = [
+    "dense_score_grid",
     "gradcam",
     "grid_starts",
     "image_score_from_map",
     "interpolation_matrix",
     "patch_score_grid",
+    "smooth_maps",
     "upsample_grid",
+    "window_embeddings",
 ]
+
+DENSE_STRIDE = 8  # SSADNet.local_features: layer2's stride
 
 
 def grid_starts(size: int, patch: int, stride: int) -> np.ndarray:
@@ -57,10 +64,27 @@ def interpolation_matrix(centres: np.ndarray, size: int) -> np.ndarray:
 
 
 def upsample_grid(grid: np.ndarray, *, size: int, patch: int, stride: int) -> np.ndarray:
-    """Patch score grid (B, Gy, Gx) → pixel map (B, size, size), scores at window centres."""
-    centres = grid_starts(size, patch, stride) + (patch - 1) / 2.0  # centre of pixels s..s+p-1
+    """Score grid (B, G, G) → pixel map (B, size, size), each score at its window's centre.
+
+    Window grids use the windows' offsets (``grid_starts``); a dense grid of ``G = size / stride``
+    cells is the special case ``patch == stride`` (cells tile the image).
+    """
+    if patch == stride and grid.shape[-1] * stride == size:
+        starts = np.arange(grid.shape[-1]) * stride
+    else:
+        starts = grid_starts(size, patch, stride)
+    centres = starts + (patch - 1) / 2.0  # centre of pixels s..s+p-1
     m = interpolation_matrix(centres, size)
     return m @ grid.astype(np.float32) @ m.T  # (H, G) @ (B, G, G) @ (G, W), batched matmul
+
+
+def smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing (sigma in pixels) of each map (B, H, W); sigma 0 returns them as is."""
+    if sigma <= 0:
+        return maps
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(maps, sigma=(0, sigma, sigma), mode="nearest", truncate=3.0)
 
 
 @torch.no_grad()
@@ -79,18 +103,46 @@ def patch_score_grid(
     Windows are cut with ``unfold`` and embedded ``batch_size`` at a time (never one forward per
     window).
     """
+    b = len(x)
+    g = len(grid_starts(x.shape[-1], patch, stride))
+    z = window_embeddings(model, x, patch=patch, stride=stride, batch_size=batch_size)
+    scores = bank.score(z, k).reshape(b, g, g)
+    return scores, z.reshape(b, g * g, -1)
+
+
+@torch.no_grad()
+def window_embeddings(
+    model: SSADNet, x: torch.Tensor, *, patch: int, stride: int, batch_size: int = 256
+) -> np.ndarray:
+    """Embeddings of every window: x (B, 3, S, S) → (B * G * G, D), image-major, row-major.
+
+    Windows are gathered at the grid offsets (the irregular last offset → index, not unfold)
+    and embedded ``batch_size`` at a time (never one forward per window).
+    """
     b, c, s, _ = x.shape
     starts = torch.as_tensor(grid_starts(s, patch, stride), device=x.device)
     g = len(starts)
-    # (B, 3, G, G, p, p) windows at the grid offsets (irregular last offset → index, not unfold)
     idx = starts[:, None] + torch.arange(patch, device=x.device)[None, :]  # (G, p)
     rows = x[:, :, idx]  # (B, 3, G, p, S)
     win = rows[:, :, :, :, idx]  # (B, 3, G, p, G, p)
     win = win.permute(0, 2, 4, 1, 3, 5).reshape(b * g * g, c, patch, patch)
     zs = [model.embed(win[i : i + batch_size]) for i in range(0, len(win), batch_size)]
-    z = torch.cat(zs).float().cpu().numpy()
-    scores = bank.score(z, k).reshape(b, g, g)
-    return scores, z.reshape(b, g * g, -1)
+    return torch.cat(zs).float().cpu().numpy()
+
+
+@torch.no_grad()
+def dense_score_grid(
+    model: SSADNet, bank: MemoryBank, x: torch.Tensor, *, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """kNN score of every feature position: x (B, 3, S, S) → grid (B, h, w), features (B, h*w, C).
+
+    One forward per image (``SSADNet.local_features``, stride 8), then one batched kNN query
+    for all B * h * w positions.
+    """
+    f = model.local_features(x)  # (B, C, h, w)
+    b, c, h, w = f.shape
+    z = f.permute(0, 2, 3, 1).reshape(b * h * w, c).float().cpu().numpy()
+    return bank.score(z, k).reshape(b, h, w), z.reshape(b, h * w, c)
 
 
 def image_score_from_map(

@@ -1,7 +1,9 @@
-"""FIFO memory bank of normal embeddings with a FAISS kNN cosine anomaly score.
+"""Memory bank of normal embeddings with a FAISS kNN cosine anomaly score.
 
 Vectors are L2-normalised, so FAISS inner product = cosine similarity. The index always mirrors the
-bank's vectors: ``add`` appends to both, ``trim`` keeps the newest ``size`` and rebuilds it.
+bank's vectors: ``add`` appends to both, ``trim`` keeps the newest ``size`` and rebuilds it (the
+seed's FIFO), ``subsample`` keeps a greedy k-center coreset or a random subset of ``size`` (a bank
+built once from the final model, as PatchCore does).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import faiss
 import numpy as np
 import torch
 
-__all__ = ["MemoryBank", "gpu_available", "make_index"]
+__all__ = ["MemoryBank", "coreset_indices", "gpu_available", "make_index"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,38 @@ def _as_unit(z: torch.Tensor | np.ndarray) -> np.ndarray:
         raise ValueError(f"expected embeddings of shape (B, D), got {z.shape}")
     norms = np.linalg.norm(z, axis=1, keepdims=True)
     return z / np.maximum(norms, 1e-12)
+
+
+def coreset_indices(
+    x: np.ndarray, n: int, *, seed: int = 0, proj_dim: int = 128, device: str = "cpu"
+) -> np.ndarray:
+    """Greedy k-center coreset: ``n`` row ids of ``x`` (N, D) that cover it (PatchCore).
+
+    Each step adds the point farthest from the points chosen so far, so the largest distance
+    from any point to its nearest chosen point shrinks as fast as greedy allows. Distances are
+    measured after a fixed Gaussian random projection to ``proj_dim`` dimensions (the
+    Johnson-Lindenstrauss step PatchCore uses to make selection cheap); the start is seeded.
+    """
+    m = len(x)
+    if n >= m:
+        return np.arange(m)
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    if feats.shape[1] > proj_dim:
+        proj = torch.randn(feats.shape[1], proj_dim, generator=gen) / proj_dim**0.5
+        feats = feats @ proj
+    feats = feats.to(device)
+    chosen = torch.empty(n, dtype=torch.long)
+    i = int(torch.randint(m, (1,), generator=gen))
+    mind = torch.full((m,), float("inf"), device=device)
+    sq = (feats * feats).sum(1)
+    for step in range(n):
+        chosen[step] = i
+        # squared distance of every point to the newest centre: |a|^2 + |c|^2 - 2 a.c
+        d = sq + sq[i] - 2.0 * (feats @ feats[i])
+        mind = torch.minimum(mind, d)
+        i = int(torch.argmax(mind))
+    return chosen.numpy()
 
 
 class MemoryBank:
@@ -91,6 +125,26 @@ class MemoryBank:
             self.vectors = np.ascontiguousarray(self.vectors[-self.size :])
             self.index.reset()
             self.index.add(self.vectors)
+
+    def subsample(
+        self,
+        *,
+        method: Literal["coreset", "random"] = "coreset",
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        """Keep ``size`` vectors chosen by greedy k-center coreset or uniformly at random."""
+        if len(self.vectors) <= self.size:
+            return
+        if method == "coreset":
+            keep = np.sort(coreset_indices(self.vectors, self.size, seed=seed, device=device))
+        else:
+            keep = np.sort(
+                np.random.default_rng(seed).choice(len(self.vectors), self.size, replace=False)
+            )
+        self.vectors = np.ascontiguousarray(self.vectors[keep])
+        self.index.reset()
+        self.index.add(self.vectors)
 
     def knn(self, q: torch.Tensor | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities (B, k') and bank ids (B, k') of the k' = min(k, N) nearest vectors."""

@@ -72,6 +72,19 @@ class SSADNet(nn.Module):
         """(B, 3, H, W) → embedding z (B, D)."""
         return self.embed_features(*self.features(x))
 
+    def local_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense local features: (B, 3, H, W) → (B, 384, H/8, W/8), one vector per position.
+
+        layer2 (stride 8) and layer3 (stride 16, bilinearly upsampled to layer2's grid) are
+        concatenated and averaged over each position's 3×3 neighbourhood (PatchCore's locally
+        aware patch features); layer4 is not computed.
+        """
+        l2 = self.layer2(self.layer1(self.stem(x)))
+        l3 = self.layer3(l2)
+        l3 = F.interpolate(l3, size=l2.shape[-2:], mode="bilinear", align_corners=False)
+        f = torch.cat([l2, l3], dim=1)
+        return F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """Embedding (B, D) → pretext logits (B, C)."""
         return self.classifier(z)

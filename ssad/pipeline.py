@@ -29,8 +29,9 @@ def splits(config: Config, data: ClassData) -> tuple[ClassData, LabelledImages, 
     """(training data, validation images, test samples) for ``data.val_source``.
 
     ``test_half``: validation is a fixed, stratified half of the test split, test the other half.
-    ``synthetic``: every ``1/holdout_fraction``-th normal training image is held out and, with
-    synthetic defects added, is the validation set; the whole real test split stays unseen.
+    ``synthetic``: a ``holdout_fraction`` of the normal training images is held out; each, as it is
+    and with ``val_draws`` synthetic defects, is the validation set; the real test split stays
+    unseen.
     """
     d = config.data
     if d.val_source == "test_half":
@@ -46,7 +47,9 @@ def splits(config: Config, data: ClassData) -> tuple[ClassData, LabelledImages, 
     keep = tuple(p for i, p in enumerate(data.train) if i not in held)
     images = [read_image(data.train[i], d.image_size) for i in sorted(held)]
     masks = [foreground_mask(im, category=data.category) for im in images]
-    imgs, labels, gts = synthetic_anomalies(images, masks, config=config, seed=d.split_seed)
+    imgs, labels, gts = synthetic_anomalies(
+        images, masks, config=config, seed=d.split_seed, draws=d.val_draws
+    )
     names = [f"{'synthetic' if y else 'good'}/{i:03d}" for i, y in enumerate(labels)]
     return replace(data, train=keep), LabelledImages(imgs, labels, gts, names), list(data.test)
 
@@ -72,11 +75,13 @@ def train_class(
     out_dir: str | Path,
     on_epoch: EpochCallback | None = None,
     resume: dict | None = None,
-    evaluate_test: bool = True,
+    evaluate_test: bool = False,
     artifacts: bool = True,
 ) -> dict[str, Any]:
     """Train, validate and save one class model under ``out_dir``.
 
+    The test split is read only when ``evaluate_test`` is set (promotion does; ``ssad train``
+    reports validation metrics, and ``ssad evaluate --split test`` reads the test split later).
     Returns ``{"val": metrics, "test": metrics | None, "threshold": float, "history": [...]}``.
     The decision threshold is the image-level F1-max threshold on the validation split.
     """

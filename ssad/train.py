@@ -1,10 +1,15 @@
-"""Two-phase pretext training of one class model, with the FIFO memory bank filled along the way.
+"""Two-phase pretext training of one class model, and its memory bank.
 
 Phase 1 trains the fusion layer, projection head and classifier with the backbone frozen (its
 BatchNorm statistics too); phase 2 trains the whole network. SGD with momentum, cosine schedule per
-phase. Each step adds the embeddings of samples that are normal (y = 0) and predicted normal
-(ŷ = 0) to the bank; at epoch end the bank keeps its newest ``memory.bank_size`` vectors. The bank
-built here is the one used at inference.
+phase. The bank (``memory.fill``):
+
+- ``final``: before every validation pass and after the last epoch, the bank is rebuilt from the
+  current weights in eval mode over the normal training images (``ssad.bank.build_bank``);
+- ``fifo`` (the seed's): each step adds the embeddings of samples that are normal (y = 0) and
+  predicted normal (ŷ = 0); at epoch end the bank keeps its newest ``memory.bank_size`` vectors.
+
+Either way, validation scores with exactly the bank that is returned and saved.
 
 Progress goes to a callback ``on_epoch(report, trained)``; ``trained.checkpoint()`` returns the full
 training state (a dict of tensors, loadable with ``weights_only=True``) so a caller can save it and
@@ -26,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ssad.bank import build_bank
 from ssad.config import Config
 from ssad.data.images import read_image
 from ssad.data.masks import class_foreground, foreground_mask
@@ -207,13 +213,15 @@ def fit(
         backend=config.memory.backend,
         device=(device.index or 0) if device.type == "cuda" else 0,
     )
+    fifo = config.memory.fill == "fifo"
     history: list[EpochReport] = []
     start_epoch = 0
     total = t.phase1_epochs + t.phase2_epochs
     opt = sched = None
     if resume is not None:
         model.load_state_dict(resume["model"])
-        bank.add(resume["bank"].numpy())
+        if fifo:  # a final bank is rebuilt from the weights, never carried over
+            bank.add(resume["bank"].numpy())
         history = [EpochReport(**h) for h in resume["history"]]
         start_epoch = int(resume["epoch"])
         generator.set_state(resume["generator"])
@@ -264,14 +272,14 @@ def fit(
             opt.step()
             sched.step()
             pred = logits.argmax(dim=1)
-            keep = (y == 0) & (pred == 0)  # memory bank: normal samples the classifier calls normal
-            bank.add(z[keep].detach())
-            normal_z.append(z[y == 0].detach())
+            if fifo:  # the seed's bank: normal samples the classifier calls normal
+                bank.add(z[(y == 0) & (pred == 0)].detach())
+                normal_z.append(z[y == 0].detach())
             loss_sum += loss.item() * len(y)
             correct += (pred == y).sum().item()
             seen += len(y)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        if len(bank) == 0:  # the classifier called no normal sample normal (untrained start)
+        if fifo and len(bank) == 0:  # the classifier called no normal sample normal
             log.warning(
                 "%s epoch %d: no normal sample predicted normal; banking all y=0",
                 data.name,
@@ -281,7 +289,12 @@ def fit(
         bank.trim()
         metrics: dict[str, float] = {}
         last = epoch == total - 1
-        if validate is not None and (last or (t.val_every > 0 and (epoch + 1) % t.val_every == 0)):
+        validating = validate is not None and (
+            last or (t.val_every > 0 and (epoch + 1) % t.val_every == 0)
+        )
+        if not fifo and (validating or last):
+            bank = build_bank(model, dataset.images, config, device=device)
+        if validating:
             model.eval()
             metrics = validate(model, bank)
         report = EpochReport(

@@ -51,14 +51,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("e2e")
     data, run = base / "data", base / "run"
     # grass is only a cut-paste source: textures never take a fill from their own class
-    assert (
-        main(["data", "synth", "--out", str(data), "--classes", CLASS, "grass", "--size", "128"])
-        == 0
-    )
+    synth = ["data", "synth", "--out", str(data), "--classes", CLASS, "grass", "--size", "128"]
+    assert main([*synth, "--n-test-good", "16", "--n-test-per-defect", "8"]) == 0
     args = ["train", "--data", str(data), "--class", CLASS, "--out", str(run), "--preset", "cpu"]
     for item in TRAIN_SETTINGS:
         args += ["--set", item]
     assert main(args) == 0
+    assert not (run / "test").exists()  # ssad train never reads the test split
+    assert main(["evaluate", str(run), "--split", "test"]) == 0
     return {"base": base, "data": data, "run": run}
 
 
@@ -66,8 +66,9 @@ def test_training_writes_all_artifacts(trained: dict[str, Path]) -> None:
     run = trained["run"]
     for name in ("config.yaml", "model.pt", "bank.npy", "detector.json", "metrics.json"):
         assert (run / name).is_file(), name
-    for name in ("roc.png", "tsne.png", "metrics.json", "scores.npz"):
-        assert (run / "test" / name).is_file(), name
+    for split in ("val", "test"):
+        for name in ("roc.png", "tsne.png", "metrics.json", "scores.npz"):
+            assert (run / split / name).is_file(), (split, name)
     heatmaps = sorted((run / "test" / "heatmaps").glob("*.png"))
     assert heatmaps
     assert cv2.imread(str(heatmaps[0])) is not None
@@ -76,6 +77,7 @@ def test_training_writes_all_artifacts(trained: dict[str, Path]) -> None:
     assert 0.0 <= meta["threshold"] <= 1.0
     metrics = json.loads((run / "metrics.json").read_text())
     assert [h["phase"] for h in metrics["history"]] == [1] * PHASE1 + [2] * PHASE2
+    assert metrics["val"] and metrics["test"] is None
 
 
 def test_quality_beats_an_untrained_pipeline(trained: dict[str, Path]) -> None:

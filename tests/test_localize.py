@@ -169,3 +169,54 @@ def test_gradcam_range_mode_and_parameters(train_mode: bool) -> None:
     for name, v in net.state_dict().items():  # parameters and BatchNorm statistics untouched
         assert torch.equal(v, before[name]), name
     assert all(p.grad is None for p in net.parameters())
+
+
+class _LocalColourNet(torch.nn.Module):
+    """A stand-in feature extractor whose features are exactly local (colour statistics).
+
+    It has SSADNet's scoring interface (``embed`` per window, ``local_features`` at stride 8), so
+    the test checks the placement of scores (grids, centres, upsampling, smoothing), not what a
+    network happens to learn.
+    """
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), torch.ones(len(x), 1)], dim=1)
+
+    def local_features(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.nn.functional.avg_pool2d(x, 8)
+        sq = torch.nn.functional.avg_pool2d(x * x, 8)
+        std = (sq - mean * mean).clamp_min(0).sqrt()
+        return torch.cat([mean, std, torch.ones_like(mean[:, :1])], dim=1)
+
+
+@pytest.mark.parametrize("centre", [(20, 44), (44, 20), (36, 36), (12, 52)])
+def test_dense_and_window_maps_share_shape_and_registration(make_config, centre) -> None:
+    """A pasted defect peaks at the same place in the dense map and in the window map."""
+    from ssad.bank import build_bank
+    from ssad.evaluate import score_images
+
+    size, half = 64, 4
+    rng = np.random.default_rng(3)
+    images = rng.integers(90, 160, (7, size, size, 3)).astype(np.uint8)
+    normals, test = images[:6], images[6:]
+    cy, cx = centre
+    test[0, cy - half : cy + half, cx - half : cx + half] = (250, 20, 200)  # the defect
+    net = _LocalColourNet()
+    peaks, shapes = [], []
+    for scoring, patch, stride in (("dense", 16, 8), ("windows", 8, 4)):
+        cfg = make_config(
+            **{
+                "eval.scoring": scoring,
+                "pretext.patch_size": patch,
+                "eval.patch_stride": stride,
+                "eval.map_sigma": 2.0,
+                "memory.bank_size": 10_000,
+            }
+        )
+        bank = build_bank(net, list(normals), cfg, device=torch.device("cpu"))
+        scored = score_images(net, bank, test, cfg, device=torch.device("cpu"))
+        shapes.append(scored.maps.shape)
+        peaks.append(np.unravel_index(scored.maps[0].argmax(), scored.maps[0].shape))
+    assert shapes == [(1, size, size)] * 2
+    for py, px in peaks:  # within half a feature cell of the defect's centre
+        assert abs(py - (cy - 0.5)) <= 4 and abs(px - (cx - 0.5)) <= 4, (peaks, centre)

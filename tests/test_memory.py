@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssad.memory import MemoryBank, make_index
+from ssad.memory import MemoryBank, coreset_indices, make_index
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -162,3 +162,50 @@ def test_auto_backend_is_cpu_flat_ip_here(backend: str) -> None:
     assert isinstance(index, faiss.IndexFlatIP)
     assert index.d == 8 and index.ntotal == 0
     assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+
+
+def _max_nn_distance(full: np.ndarray, chosen: np.ndarray) -> float:
+    """The covering radius: the largest distance from a point of ``full`` to its nearest chosen one."""
+    d = np.sqrt(((full[:, None, :] - chosen[None, :, :]) ** 2).sum(-1))
+    return float(d.min(axis=1).max())
+
+
+@pytest.mark.parametrize("dim", [8, 300])  # 300 > 128: selection runs on a random projection
+def test_coreset_covers_the_set_better_than_random(dim: int) -> None:
+    rng = np.random.default_rng(0)
+    # clustered data with a few far outliers: random subsampling misses the rare points
+    centres = rng.normal(size=(5, dim)) * 4
+    x = np.concatenate(
+        [
+            centres[rng.integers(5, size=1500)] + rng.normal(size=(1500, dim)),
+            rng.normal(size=(20, dim)) * 12,
+        ]
+    ).astype(np.float32)
+    n = 60
+    ids = coreset_indices(x, n, seed=0)
+    assert len(ids) == n == len(np.unique(ids))
+    core = _max_nn_distance(x, x[ids])
+    randoms = [
+        _max_nn_distance(x, x[np.random.default_rng(s).choice(len(x), n, replace=False)])
+        for s in range(5)
+    ]
+    assert core < min(randoms), (core, randoms)
+    np.testing.assert_array_equal(ids, coreset_indices(x, n, seed=0))  # seeded
+    np.testing.assert_array_equal(coreset_indices(x[:10], 50), np.arange(10))  # n >= N: all
+
+
+@pytest.mark.parametrize("method", ["coreset", "random"])
+def test_subsample_keeps_bank_vectors_and_index_in_step(method: str) -> None:
+    rng = np.random.default_rng(1)
+    x = _unit(rng.normal(size=(200, 6)).astype(np.float32))
+    bank = MemoryBank(6, size=25, backend="cpu")
+    bank.add(x)
+    bank.subsample(method=method, seed=3)
+    assert len(bank) == 25 == bank.index.ntotal
+    np.testing.assert_allclose(_index_vectors(bank), bank.vectors)
+    # every kept vector is one of the originals
+    assert np.allclose((bank.vectors @ x.T).max(axis=1), 1.0, atol=1e-6)
+    small = MemoryBank(6, size=500, backend="cpu")
+    small.add(x)
+    small.subsample(method=method)
+    np.testing.assert_allclose(small.vectors, x, rtol=0, atol=1e-6)  # nothing to drop: order kept

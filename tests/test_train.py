@@ -1,15 +1,18 @@
-"""Two-phase training on the tiny synthetic set: phases, frozen backbone, FIFO bank, resume."""
+"""Two-phase training on the tiny synthetic set: phases, frozen backbone, banks, resume, seeding."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from ssad.data.images import read_image, to_tensor
 from ssad.detector import Detector
-from ssad.pipeline import load_data, train_class
+from ssad.localize import window_embeddings
+from ssad.pipeline import load_data, splits, train_class
 from ssad.train import EpochReport, TrainedModel, build_model, fit
 
 
@@ -58,11 +61,11 @@ def test_phase1_freezes_backbone_weights_and_batchnorm_stats(make_config, tmp_pa
     assert not torch.equal(p2["layer4.1.bn2.running_var"], p1["layer4.1.bn2.running_var"])
 
 
-def test_bank_is_capped_and_saved_detector_holds_the_trained_bank(
+def test_fifo_bank_is_capped_and_saved_detector_holds_the_trained_bank(
     make_config, tmp_path: Path
 ) -> None:
     cap = 12
-    cfg = make_config(**{"memory.bank_size": cap})
+    cfg = make_config(**{"memory.bank_size": cap, "memory.fill": "fifo"})
     final: dict[str, object] = {}
     sizes: list[int] = []
 
@@ -74,7 +77,7 @@ def test_bank_is_capped_and_saved_detector_holds_the_trained_bank(
         final["model"] = _snapshot(trained.model)
 
     out = tmp_path / "run"
-    result = train_class(cfg, out_dir=out, on_epoch=on_epoch)
+    result = train_class(cfg, out_dir=out, on_epoch=on_epoch, evaluate_test=True)
     assert sizes and max(sizes) == cap  # more normal embeddings than fit: FIFO trimmed them
     saved = np.load(out / "bank.npy")
     np.testing.assert_array_equal(saved, final["bank"])  # the bank built in training, as is
@@ -90,6 +93,63 @@ def test_bank_is_capped_and_saved_detector_holds_the_trained_bank(
         assert (out / name).is_file(), name
     assert result["val"] and result["test"]
     assert 0.0 <= result["test"]["image_auroc"] <= 1.0
+
+
+@pytest.mark.parametrize("subsample", ["coreset", "random"])
+def test_final_bank_is_the_saved_models_eval_embeddings_of_the_training_windows(
+    make_config, tmp_path: Path, subsample: str
+) -> None:
+    cap = 30
+    cfg = make_config(**{"memory.bank_size": cap, "memory.subsample": subsample})
+    validated: list[np.ndarray] = []
+
+    def validate(model, bank) -> dict[str, float]:
+        assert not model.training  # the bank and the scores come from eval mode
+        validated.append(bank.vectors.copy())
+        return {}
+
+    data, _, _ = splits(cfg, load_data(cfg))
+    trained = fit(cfg, data, validate=validate)
+    assert len(validated) == 2  # val_every 1: one bank per validation pass, rebuilt each time
+    assert not np.array_equal(validated[0], validated[1])
+    np.testing.assert_array_equal(trained.bank.vectors, validated[-1])  # validated = returned
+    out = tmp_path / "run"
+    train_class(cfg, out_dir=out, artifacts=False, evaluate_test=False)
+    det = Detector.load(out, device="cpu")
+    # Re-embed every window of every training image with the saved model, in eval mode.
+    images = np.stack([read_image(p, cfg.data.image_size) for p in data.train])
+    z = window_embeddings(
+        det.model, to_tensor(images), patch=cfg.pretext.patch_size, stride=cfg.eval.patch_stride
+    )
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    assert len(z) > cap and len(det.bank) == cap  # subsampled to memory.bank_size
+    best = (det.bank.vectors @ z.T).max(axis=1)  # each bank vector's closest re-embedded window
+    np.testing.assert_allclose(best, 1.0, atol=1e-5)
+    # ... and no bank vector is a train-mode embedding of a jittered view: a FIFO bank is not
+    fifo = Detector.load(
+        _train(make_config(**{"memory.fill": "fifo"}), tmp_path / "f"), device="cpu"
+    )
+    assert (fifo.bank.vectors @ z.T).max(axis=1).min() < 0.999
+
+
+def _train(cfg, out: Path) -> Path:
+    train_class(cfg, out_dir=out, artifacts=False, evaluate_test=False)
+    return out
+
+
+def test_seeded_run_is_bit_identical_on_cpu(make_config, tmp_path: Path) -> None:
+    cfg = make_config(**{"eval.scoring": "dense", "memory.bank_size": 50})
+    runs = [_train(cfg, tmp_path / name) for name in ("a", "b")]
+    a, b = (torch.load(r / "model.pt", weights_only=True) for r in runs)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    np.testing.assert_array_equal(np.load(runs[0] / "bank.npy"), np.load(runs[1] / "bank.npy"))
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in runs)
+    assert ma["val"] == mb["val"] and ma["history"][-1]["loss"] == mb["history"][-1]["loss"]
+    other = _train(cfg.with_overrides({"train.seed": 1}), tmp_path / "c")
+    assert not torch.equal(
+        torch.load(other / "model.pt", weights_only=True)["head.0.weight"], a["head.0.weight"]
+    )
 
 
 @pytest.mark.parametrize(("phase1", "phase2", "stop_after"), [(1, 1, 1), (1, 2, 2)])

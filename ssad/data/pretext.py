@@ -124,22 +124,34 @@ def _random_crop(
 
 
 def synthetic_anomalies(
-    images: list[np.ndarray], fg_masks: list[np.ndarray], *, config: Config, seed: int
+    images: list[np.ndarray],
+    fg_masks: list[np.ndarray],
+    *,
+    config: Config,
+    seed: int,
+    draws: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A labelled validation set from held-out normal images only: each image once as it is
-    (label 0) and once with a big defect or a scar (alternating, image-mode ranges, label 1).
+    (label 0) and ``draws`` times with a big defect or a scar (alternating, image-mode ranges,
+    label 1), each draw from its own seeded generator.
 
-    Returns images (2N, H, W, 3) uint8, labels (2N,), masks (2N, H, W) bool.
+    Returns images (N + N * draws, H, W, 3) uint8, labels, masks (…, H, W) bool.
     """
     d = config.defects
     out_images, labels, masks = [], [], []
     for i, (image, fg) in enumerate(zip(images, fg_masks)):
-        rng = np.random.default_rng([seed, 7919, i])
-        if i % 2 == 0:
-            defect, mask = big_defect(image, rng, shape=d.big, fills=d.fills, center_mask=fg)
-        else:
-            defect, mask = scar(image, rng, shape=d.scar, max_angle=d.scar_angle, fills=d.fills, center_mask=fg)
-        out_images += [image, defect]
-        labels += [0, 1]
-        masks += [np.zeros(image.shape[:2], dtype=bool), mask]
+        out_images.append(image)
+        labels.append(0)
+        masks.append(np.zeros(image.shape[:2], dtype=bool))
+        for j in range(draws):
+            rng = np.random.default_rng([seed, 7919, i, j])
+            if (i + j) % 2 == 0:
+                defect, mask = big_defect(image, rng, shape=d.big, fills=d.fills, center_mask=fg)
+            else:
+                defect, mask = scar(
+                    image, rng, shape=d.scar, max_angle=d.scar_angle, fills=d.fills, center_mask=fg
+                )
+            out_images.append(defect)
+            labels.append(1)
+            masks.append(mask)
     return np.stack(out_images), np.array(labels, dtype=np.int64), np.stack(masks)

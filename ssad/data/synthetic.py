@@ -498,8 +498,8 @@ def generate(
     seed: int = 0,
     size: int = 256,
     n_train: int = 60,
-    n_test_good: int = 16,
-    n_test_per_defect: int = 8,
+    n_test_good: int = 60,
+    n_test_per_defect: int = 30,
 ) -> Path:
     """Write the synthetic data set in the MVTec AD layout.
 

@@ -8,39 +8,35 @@ tracking store themselves (no SQLite contention) and nothing is lost when a work
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from ssad.config import Config
-from ssad.data.mvtec import DatasetError, fingerprint, load_class
+from ssad.data.mvtec import DatasetError, check_files, fingerprint, load_class
+from ssad.study import faults
+from ssad.study.launch import prepare_launch
+from ssad.study.record import write_record
 from ssad.study.spec import SpecError, StudySpec
-from ssad.study.tracking import (
-    TAG_CLASS,
-    TAG_STATUS,
-    StudyTracker,
-    check_tracking_uri,
-    git_sha,
-)
+from ssad.study.tracking import StudyTracker, check_tracking_uri
 from ssad.study.trial import load_state, resolve_trial_config, run_trial
 
-__all__ = ["preflight", "run_study", "synthetic_root"]
+__all__ = ["check_resources", "preflight", "run_study", "synthetic_root"]
 
 log = logging.getLogger(__name__)
 
 
 def synthetic_root(seed: int) -> Path:
-    return Path("runs/data") / f"synthetic-{seed}"
+    return Path("runs/data") / f"synthetic-v2-{seed}"  # v2: 60 good + 30 per defect test images
 
 
 def preflight(spec: StudySpec) -> tuple[StudySpec, dict[str, str]]:
     """Check data, tracking store and Ray address before anything launches.
 
-    Returns the spec with an absolute data root and tracking URI, and the dataset fingerprints.
+    Every image and mask header is read (:func:`ssad.data.mvtec.check_files`): a bad file
+    fails here, naming it, not in a trial. Returns the spec with an absolute data root and
+    tracking URI, and the dataset fingerprints.
     """
     root = spec.data_root
     if root == "synthetic":
@@ -57,6 +53,7 @@ def preflight(spec: StudySpec) -> tuple[StudySpec, dict[str, str]]:
     for name in spec.classes:
         try:
             data = load_class(root, name)
+            check_files(data)
         except DatasetError as exc:
             raise SpecError(f"{spec.path}: classes/data.root: {exc}") from None
         prints[name] = fingerprint(data)
@@ -86,11 +83,43 @@ def _init_ray(address: str | None, spec: StudySpec) -> None:
         ) from None
 
 
-def tune_trainable(trial_config: dict[str, Any], *, base: dict[str, Any]) -> None:
-    """The Tune function trainable: resumes from Tune's checkpoint, reports every epoch."""
+def check_resources(spec: StudySpec) -> None:
+    """Refuse per-trial resources that no node of the connected Ray cluster has.
+
+    Tune would otherwise keep such trials pending forever (e.g. ``gpu: 1`` on a CPU-only
+    cluster). A trial runs on one node, so the largest node is what counts.
+    """
+    import ray
+
+    need = {"CPU": spec.cpu, "GPU": spec.gpu}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for key, amount in need.items():
+        most = max((float(n.get(key, 0.0)) for n in nodes), default=0.0)
+        if amount > most:
+            have = (
+                ", ".join(f"cpu={n.get('CPU', 0):g} gpu={n.get('GPU', 0):g}" for n in nodes)
+                or "no live node"
+            )
+            raise SpecError(
+                f"{spec.path}: resources.{key.lower()}: a trial needs {amount:g} {key} but no node "
+                f"of the Ray cluster has that many ({have}); Tune would wait forever. Lower "
+                f"resources.{key.lower()} or connect to a cluster that has them (--ray-address)"
+            )
+
+
+def tune_trainable(
+    trial_config: dict[str, Any], *, base: dict[str, Any], fault: str | None = None
+) -> None:
+    """The Tune function trainable: resumes from Tune's checkpoint, reports every epoch.
+
+    ``fault``: test-only rules from ``SSAD_FAULT_INJECT`` (see :mod:`ssad.study.faults`).
+    """
     from ray import tune
 
     config = resolve_trial_config(base, trial_config)
+    rule = faults.for_trial(faults.parse(fault), tune.get_context().get_trial_id())
+    if rule is not None and rule.kind == "raise" and rule.epoch == 0:
+        raise faults.InjectedFault(f"injected fault: trial raises before training ({rule})")
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -102,114 +131,17 @@ def tune_trainable(trial_config: dict[str, Any], *, base: dict[str, Any]) -> Non
     node = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict[str, float], folder: Path) -> None:
+        if rule is not None and rule.kind == "raise" and metrics.get("epoch") == rule.epoch:
+            raise faults.InjectedFault(f"injected fault: trial raises at epoch {rule.epoch}")
         tune.report(
             {**metrics, "node_id": node}, checkpoint=tune.Checkpoint.from_directory(str(folder))
         )
 
-    run_trial(config, report, resume=resume)
-
-
-_LOGGED = {
-    "loss",
-    "accuracy",
-    "lr",
-    "seconds",
-    "bank_size",
-    "phase",
-    "training_iteration",
-    "time_total_s",
-}
-
-
-def _make_callback(
-    tracker: StudyTracker, parent_id: str, base: Config, prints: dict[str, str], max_t: int
-):
-    from ray.tune import Callback
-
-    class MlflowTrials(Callback):
-        """Driver-side: nested MLflow run per trial, per-epoch metrics, artifacts at the end."""
-
-        def __init__(self) -> None:
-            self.tracker, self.parent_id, self.base, self.prints = (
-                tracker,
-                parent_id,
-                base.to_dict(),
-                prints,
-            )
-            self.sha = git_sha()
-            self.runs: dict[str, str] = {}
-            self.nodes: dict[str, str] = {}
-            self.reported: set[str] = set()  # trials with a result in this driver session
-
-        def _run(self, trial) -> str:
-            if trial.trial_id not in self.runs:
-                cfg = resolve_trial_config(self.base, trial.config)
-                tc = trial.config
-                tags = {
-                    TAG_CLASS: tc["class_name"],
-                    "ssad.seed": str(cfg.train.seed),
-                    "ssad.config_id": tc["config_id"],
-                    "ssad.git_sha": self.sha,
-                    "ssad.dataset_fingerprint": self.prints.get(tc["class_name"], ""),
-                    "ssad.searched": ",".join(sorted(tc["params"])),
-                    "ssad.params": json.dumps(tc["params"], sort_keys=True),
-                }
-                self.runs[trial.trial_id] = self.tracker.trial_run(
-                    parent_id=self.parent_id,
-                    trial_id=trial.trial_id,
-                    params=cfg.flat(),
-                    tags=tags,
-                )
-            return self.runs[trial.trial_id]
-
-        def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            self._run(trial)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            run_id = self._run(trial)
-            self.reported.add(trial.trial_id)
-            metrics = {k: v for k, v in result.items() if k in _LOGGED or k.startswith("val_")}
-            self.tracker.log_step(run_id, metrics, int(result["training_iteration"]))
-            if "node_id" in result and self.nodes.get(trial.trial_id) != result["node_id"]:
-                self.nodes[trial.trial_id] = result["node_id"]
-                self.tracker.client.set_tag(run_id, "ssad.node_id", result["node_id"])
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            done = int((trial.last_result or {}).get("training_iteration", 0))
-            status = "finished" if done >= max_t else "stopped"
-            self._finish(trial, status)
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._finish(trial, "failed")
-
-        def _finish(self, trial, status: str) -> None:
-            run_id = self._run(trial)
-            if trial.trial_id not in self.reported:
-                # Killed after the trial ended but before Tune's next snapshot, the driver's
-                # restart re-runs it from its final checkpoint with nothing new: keep the record
-                # (closing it again would move its end time past the downtime).
-                closed = self.tracker.client.get_run(run_id).data.tags.get(TAG_STATUS)
-                if closed in ("finished", "stopped"):
-                    return
-            ckpt = trial.checkpoint
-            if ckpt is None:
-                self.tracker.finish(run_id, status=status)
-                return
-            with tempfile.TemporaryDirectory(prefix="ssad-art-") as tmp:
-                folder = Path(ckpt.to_directory(tmp))
-                (folder / "state.pt").unlink(missing_ok=True)  # training state: Tune keeps it
-                det = folder / "detector"
-                if det.is_dir():  # the finished model stays in Tune's storage, not in MLflow
-                    for f in ("model.pt", "bank.npy"):
-                        (det / f).unlink(missing_ok=True)
-                self.tracker.finish(
-                    run_id,
-                    status=status,
-                    artifacts=folder,
-                    tags={"ssad.checkpoint": str(ckpt.path)},
-                )
-
-    return MlflowTrials()
+    if rule is not None and rule.kind == "nan":
+        with faults.nan_logits():
+            run_trial(config, report, resume=resume)
+    else:
+        run_trial(config, report, resume=resume)
 
 
 def _trial_name(trial) -> str:
@@ -220,30 +152,40 @@ def run_study(
     spec: StudySpec,
     *,
     resume: bool = False,
+    new: bool = False,
     ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the study; returns ``{"wall_s", "leaderboard", "experiment_id", ...}``."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
+    from ssad.study.callbacks import MlflowTrials
     from ssad.study.dashboard import DEFAULT_DASHBOARD, log_dashboard
     from ssad.study.leaderboard import leaderboard, summary_artifacts
-    from ssad.study.routing import ClassRoutedScheduler, ClassRoutedSearcher, asha_factory
+    from ssad.study.routing import (
+        ClassRoutedScheduler,
+        ClassRoutedSearcher,
+        SchedulerState,
+        asha_factory,
+    )
 
     spec, prints = preflight(spec)
+    tracker = StudyTracker(spec.tracking_uri, spec.experiment, spec.name)
+    # first launch / --resume / --new, decided before Ray starts: a re-launch never reuses an
+    # old launch's parent run or mixes with its trial runs (--new moves the old Tune folder aside)
+    launch = prepare_launch(spec, tracker, resume=resume, new=new)
+    if launch:
+        log.info("study %s: launch %s", spec.name, launch)
     exp_dir = spec.storage_path / spec.name
     restorable = exp_dir.exists() and tune.Tuner.can_restore(str(exp_dir))
-    if exp_dir.exists() and not resume:
-        raise SpecError(
-            f"{spec.path}: a study named {spec.name!r} already exists in {exp_dir}; "
-            "pass --resume to continue it, or remove that folder to start over"
-        )
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     # Every epoch checkpoints (num_to_keep forces an experiment snapshot each time: that is what
     # makes a SIGKILLed driver resumable); silence Tune's warning about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    fault = os.environ.get(faults.ENV) or None
+    faults.parse(fault)  # a malformed rule fails here, not in every trial
     _init_ray(ray_address or spec.ray_address, spec)
-    tracker = StudyTracker(spec.tracking_uri, spec.experiment, spec.name)
+    check_resources(spec)
     params = {
         "classes": ",".join(spec.classes),
         "searcher": spec.searcher,
@@ -258,8 +200,20 @@ def run_study(
     }
     parent_id = tracker.parent_run(params=params, artifacts=[spec.path, Path(spec.space.source)])
     base = spec.base
+    # Where and what the MLflow callback logs, read by it when Tune sets it up: a restored
+    # experiment logs to the tracking store named now (a resume may change only that).
+    record = write_record(
+        exp_dir,
+        spec,
+        launch_id=tracker.current_launch(),
+        parent_id=parent_id,
+        base=base.to_dict(),
+        prints=prints,
+        max_t=spec.max_epochs,
+    )
+    tracker.set_tags(parent_id, {"ssad.spec_hash": record["spec_hash"]})
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trainable, base=base.to_dict()),
+        tune.with_parameters(tune_trainable, base=base.to_dict(), fault=fault),
         {"cpu": spec.cpu, "gpu": spec.gpu},
     )
     tic = time.time()
@@ -283,8 +237,10 @@ def run_study(
                 reduction_factor=spec.reduction_factor,
             )
             scheduler = ClassRoutedScheduler(make, metric=spec.metric, mode=spec.mode)
+            callbacks = [MlflowTrials(exp_dir), SchedulerState(scheduler)]
         else:
             scheduler = FIFOScheduler()
+            callbacks = [MlflowTrials(exp_dir)]
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -298,7 +254,7 @@ def run_study(
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=str(spec.storage_path),
-                callbacks=[_make_callback(tracker, parent_id, base, prints, spec.max_epochs)],
+                callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 # Two, not one: Tune deletes the older checkpoint before its (asynchronous)
                 # experiment snapshot lands; with one kept, a driver killed in between leaves a

@@ -1,7 +1,9 @@
 """One trial = one class model trained under one configuration; no Ray import here.
 
-``run_trial(config, report, resume=...)`` trains with per-epoch validation. After every epoch it
-writes a checkpoint folder (training state, resolved config, validation metrics, ROC curve and
+``run_trial(config, report, resume=...)`` trains with per-epoch validation. Each validation metric
+is reported raw (``val_image_auroc``) and as an exponential moving average over the epochs so far
+(``val_image_auroc_ema``, weight ``EMA_DECAY`` on the past): one noisy epoch does not decide an ASHA
+rung. After every epoch it writes a checkpoint folder (training state, resolved config, validation metrics, ROC curve and
 heatmaps) and calls ``report(metrics, folder)``; after the last epoch the folder also holds the
 saved detector and the t-SNE plot. The Ray adapter turns ``report`` into ``tune.report``.
 """
@@ -21,9 +23,19 @@ from ssad.evaluate import Validator, write_artifacts
 from ssad.pipeline import detector_info, load_data, splits
 from ssad.train import EpochReport, TrainedModel, fit, resolve_device
 
-__all__ = ["STATE_FILE", "Report", "load_state", "resolve_trial_config", "run_trial"]
+__all__ = [
+    "EMA_DECAY",
+    "STATE_FILE",
+    "Report",
+    "ema_metrics",
+    "load_state",
+    "resolve_trial_config",
+    "run_trial",
+]
 
 STATE_FILE = "state.pt"
+EMA_DECAY = 0.5
+EMA_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
 Report = Callable[[dict[str, float], Path], None]
 
 
@@ -42,6 +54,20 @@ def resolve_trial_config(base: dict | Config, trial: dict) -> Config:
     )
 
 
+def ema_metrics(history: list[EpochReport], *, decay: float = EMA_DECAY) -> dict[str, float]:
+    """``val_<m>_ema`` of every validation metric: ema = decay * ema + (1 - decay) * value, started
+    at the first validated epoch. Computed from the whole history, so a resumed trial continues
+    the same average."""
+    ema: dict[str, float] = {}
+    for rep in history:
+        for key in EMA_KEYS:
+            if key not in rep.metrics:
+                continue
+            value, name = rep.metrics[key], f"val_{key}_ema"
+            ema[name] = value if name not in ema else decay * ema[name] + (1 - decay) * value
+    return ema
+
+
 def load_state(folder: str | Path) -> dict | None:
     path = Path(folder) / STATE_FILE
     return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
@@ -56,7 +82,7 @@ def run_trial(config: Config, report: Report, *, resume: dict | None = None) -> 
     final: dict[str, float] = {}
 
     def on_epoch(rep: EpochReport, trained: TrainedModel) -> None:
-        metrics = rep.flat()
+        metrics = {**rep.flat(), **ema_metrics(trained.history)}
         with tempfile.TemporaryDirectory(prefix="ssad-ckpt-") as tmp:
             folder = Path(tmp)
             torch.save(trained.checkpoint(), folder / STATE_FILE)

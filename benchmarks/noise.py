@@ -1,0 +1,195 @@
+"""The signal a study optimises: seed noise, epoch-to-epoch jitter and quality per scoring mode.
+
+One training per (class, seed) serves every variant: training does not depend on the bank, so the
+model is trained once with the seed's FIFO bank kept, and each evaluation rebuilds what its variant
+needs from the same weights:
+
+- ``fifo``: windows scored against the FIFO bank collected during training (the seed's method);
+- ``final``: windows scored against the bank rebuilt from the final weights (``memory.fill: final``);
+- ``dense``: dense layer2+layer3 features against a coreset bank of training positions.
+
+``--per-epoch`` validates every epoch: ``before`` = the fifo bank on the old 20-image validation
+split (a data set generated with the old test counts), ``after`` = the final bank on the enlarged
+validation split (plus its moving average, the ASHA-facing metric). Validation decides; test
+metrics are reported. Results go to ``benchmarks/results/noise-<name>.json``::
+
+    python benchmarks/noise.py --name demo --classes brick gelcap --seeds 0 1 2 3 4 --per-epoch \
+        --set train.phase2_epochs=10 --set train.min_samples=1024
+    python benchmarks/noise.py --name preset --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssad.bank import build_bank
+from ssad.config import load_config, parse_overrides
+from ssad.data.images import read_image
+from ssad.data.synthetic import SYNTHETIC_CLASSES, generate
+from ssad.evaluate import evaluate, load_samples
+from ssad.pipeline import load_data, splits
+from ssad.study.trial import EMA_DECAY
+from ssad.train import fit
+
+RESULTS = Path(__file__).parent / "results"
+KEYS = ("image_auroc", "pixel_auroc", "aupro")
+VARIANTS = {  # name → overrides of the trained config (memory.fill: fifo keeps the FIFO bank)
+    "fifo": {},
+    "final": {"memory.fill": "final"},
+    "dense": {"memory.fill": "final", "eval.scoring": "dense"},
+}
+
+
+def _data(root: Path, *, old: bool) -> Path:
+    counts = {"n_test_good": 16, "n_test_per_defect": 8} if old else {}
+    if not (root / "ssad_classes.yaml").is_file():
+        generate(root, seed=0, size=256, **counts)
+    return root
+
+
+def run_one(cls: str, seed: int, *, roots: dict[str, Path], overrides: dict, per_epoch: bool):
+    cfg = load_config(
+        preset="cpu",
+        overrides={
+            "data.root": str(roots["new"]),
+            "data.class_name": cls,
+            "train.seed": seed,
+            "train.progress": False,
+            "train.val_every": 1 if per_epoch else 0,
+            "memory.fill": "fifo",
+            "eval.tsne": False,
+            "eval.heatmaps": 0,
+            **overrides,
+        },
+    )
+    device = torch.device("cpu")
+    train, val, test = splits(cfg, load_data(cfg))
+    test = load_samples(test, cfg.data.image_size)
+    old_cfg = cfg.with_overrides({"data.root": str(roots["old"])})
+    _, val_old, _ = splits(old_cfg, load_data(old_cfg))
+    images = [read_image(p, cfg.data.image_size) for p in train.train]
+    curves: dict[str, list[dict]] = {"before": [], "after": []}
+    cpu_val = 0.0
+
+    def validate(model, fifo_bank) -> dict[str, float]:
+        nonlocal cpu_val
+        tic = time.process_time()
+        curves["before"].append(evaluate(model, fifo_bank, val_old, cfg, device=device))
+        final_cfg = cfg.with_overrides(VARIANTS["final"])
+        bank = build_bank(model, images, final_cfg, device=device)
+        curves["after"].append(evaluate(model, bank, val, final_cfg, device=device))
+        cpu_val += time.process_time() - tic
+        return {}
+
+    tic = time.process_time()
+    trained = fit(cfg, train, validate=validate if per_epoch else None)
+    cpu_train = time.process_time() - tic - cpu_val
+    out = {
+        "class": cls,
+        "seed": seed,
+        "cpu_train_s": cpu_train,
+        "curves": {k: [{m: r[m] for m in KEYS} for r in v] for k, v in curves.items()},
+    }
+    for name, extra in VARIANTS.items():
+        vcfg = cfg.with_overrides(extra)
+        tic = time.process_time()
+        bank = (
+            trained.bank
+            if name == "fifo"
+            else build_bank(trained.model, images, vcfg, device=device)
+        )
+        cpu_bank = time.process_time() - tic
+        res = {"cpu_bank_s": cpu_bank, "bank": len(bank)}
+        for split, data in (("val", val), ("test", test)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            m = evaluate(trained.model, bank, data, vcfg, device=device)
+            wall = time.perf_counter() - t0
+            res[split] = {k: m[k] for k in KEYS}
+            res[f"{split}_images_per_s"] = len(data.images) / wall
+            res[f"{split}_cpu_s"] = time.process_time() - c0
+        out[name] = res
+    return out
+
+
+def ema(values: list[float], decay: float = EMA_DECAY) -> list[float]:
+    out: list[float] = []
+    for v in values:
+        out.append(v if not out else decay * out[-1] + (1 - decay) * v)
+    return out
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per class: mean ± std over seeds of each variant's metrics; seed std and epoch jitter."""
+    summary: dict = {}
+    for cls in dict.fromkeys(r["class"] for r in runs):
+        rs = [r for r in runs if r["class"] == cls]
+        s: dict = {"seeds": len(rs), "cpu_train_s": float(np.mean([r["cpu_train_s"] for r in rs]))}
+        for name in VARIANTS:
+            for split in ("val", "test"):
+                for k in KEYS:
+                    vals = [r[name][split][k] for r in rs]
+                    s[f"{name}.{split}.{k}"] = (float(np.mean(vals)), float(np.std(vals, ddof=1)))
+            s[f"{name}.images_per_s"] = float(np.mean([r[name]["test_images_per_s"] for r in rs]))
+        for curve in ("before", "after"):
+            series = [[e["image_auroc"] for e in r["curves"][curve]] for r in rs]
+            if not series[0]:
+                continue
+            variants = {curve: series}
+            if curve == "after":
+                variants["after_ema"] = [ema(x) for x in series]
+            for label, xs in variants.items():
+                s[f"{label}.seed_std_final"] = float(np.std([x[-1] for x in xs], ddof=1))
+                s[f"{label}.epoch_jitter"] = float(np.mean([np.abs(np.diff(x)).mean() for x in xs]))
+                s[f"{label}.epoch_jitter_max"] = float(max(np.abs(np.diff(x)).max() for x in xs))
+        summary[cls] = s
+    return summary
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--name", required=True)
+    p.add_argument("--classes", nargs="+", default=list(SYNTHETIC_CLASSES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--per-epoch", action="store_true")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--data", type=Path, default=Path("runs/data/noise"))
+    args = p.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    roots = {
+        "new": _data(args.data / "v2", old=False),
+        "old": _data(args.data / "v1", old=True),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"noise-{args.name}.json"
+    runs = json.loads(path.read_text())["runs"] if path.is_file() else []
+    done = {(r["class"], r["seed"]) for r in runs}
+    overrides = parse_overrides(args.overrides)
+    for seed in args.seeds:  # every class once before the next seed
+        for cls in args.classes:
+            if (cls, seed) in done:
+                continue
+            tic = time.perf_counter()
+            runs.append(
+                run_one(cls, seed, roots=roots, overrides=overrides, per_epoch=args.per_epoch)
+            )
+            r = runs[-1]
+            print(
+                f"{cls} seed {seed}: "
+                + " ".join(f"{n} val {r[n]['val']['image_auroc']:.3f}" for n in VARIANTS)
+                + f" ({time.perf_counter() - tic:.0f}s)",
+                flush=True,
+            )
+            path.write_text(
+                json.dumps({"overrides": overrides, "runs": runs, "summary": summarise(runs)})
+            )
+    print(json.dumps(summarise(runs), indent=1))
+
+
+if __name__ == "__main__":
+    main()
