@@ -246,7 +246,9 @@ def _trainings(
     def submit(cls: str, cand: Candidate, cfg: Config, final: bool) -> None:
         pending[task.remote(cfg.to_dict(), final)] = (cls, cand, cfg, final)
 
-    metric = spec.metric.removeprefix("val_")
+    # a re-trained candidate is judged on its final model's raw validation metric (a moving
+    # average over epochs is what ASHA compares, not a property of the final model)
+    metric = spec.metric.removeprefix("val_").removesuffix("_ema")
     scores: dict[str, dict[str, list[float]]] = {}
     waiting: dict[str, int] = {}
     for cls, (cands, _) in plan.items():
