@@ -151,6 +151,46 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
+def _pm(stat: tuple[float, float]) -> str:
+    return f"{stat[0]:.3f} ± {stat[1]:.3f}"
+
+
+def markdown(name: str) -> str:
+    """README tables from ``results/noise-<name>.json``."""
+    data = json.loads((RESULTS / f"noise-{name}.json").read_text())
+    summary, lines = data["summary"], []
+    head = "| class | seeds | scoring | val image AUROC | test image AUROC | test pixel AUROC | test AUPRO | images/s |"
+    lines += [head, "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for cls, s in summary.items():
+        for v, label in (
+            ("fifo", "windows, fifo bank"),
+            ("final", "windows, final bank"),
+            ("dense", "dense, final bank"),
+        ):
+            lines.append(
+                f"| {cls} | {s['seeds']} | {label} | {_pm(s[f'{v}.val.image_auroc'])} | "
+                + " | ".join(_pm(s[f"{v}.test.{k}"]) for k in KEYS)
+                + f" | {s[f'{v}.images_per_s']:.0f} |"
+            )
+    if any("before.seed_std_final" in s for s in summary.values()):
+        lines += [
+            "",
+            "| class | seeds | val image AUROC | seed std (final epoch) | mean abs epoch-to-epoch change | largest change |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        for cls, s in summary.items():
+            for label, what in (
+                ("before", "fifo bank, 20-image split"),
+                ("after", "final bank, 75-image split"),
+                ("after_ema", f"the same, moving average ({EMA_DECAY})"),
+            ):
+                lines.append(
+                    f"| {cls} | {s['seeds']} | {what} | {s[f'{label}.seed_std_final']:.3f} | "
+                    f"{s[f'{label}.epoch_jitter']:.3f} | {s[f'{label}.epoch_jitter_max']:.3f} |"
+                )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--name", required=True)
@@ -159,7 +199,11 @@ def main() -> None:
     p.add_argument("--per-epoch", action="store_true")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--data", type=Path, default=Path("runs/data/noise"))
+    p.add_argument("--table", action="store_true", help="print the README tables and exit")
     args = p.parse_args()
+    if args.table:
+        print(markdown(args.name))
+        return
     torch.set_num_threads(max(1, torch.get_num_threads()))
     roots = {
         "new": _data(args.data / "v2", old=False),

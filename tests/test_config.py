@@ -150,6 +150,11 @@ def test_wrong_type_names_file_and_key(
         ({"defects.fills": ["mean", "blur"]}, "defects.fills", "cutpaste/mean/random"),
         ({"memory.k": 10, "memory.bank_size": 5}, "memory.bank_size", "memory.k=10"),
         ({"train.phase1_epochs": 0, "train.phase2_epochs": 0}, "train.phase2_epochs", "epoch"),
+        ({"memory.fill": "fifo", "eval.scoring": "dense"}, "memory.fill", "memory.fill=final"),
+        ({"memory.views": -1}, "memory.views", ">= 0"),
+        ({"eval.map_sigma": -2.0}, "eval.map_sigma", ">= 0"),
+        ({"data.val_draws": 0}, "data.val_draws", ">= 1"),
+        ({"memory.subsample": "kmeans"}, "memory.subsample", "coreset"),
     ],
 )
 def test_bad_ranges_name_file_and_key(

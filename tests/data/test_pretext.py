@@ -150,3 +150,22 @@ def test_mask_count_must_match_images() -> None:
         PretextDataset(
             _images(2), config=_config(), fg_masks=[np.ones((SIZE, SIZE), bool)], length=4
         )
+
+
+def test_synthetic_validation_draws_several_defects_per_held_out_image(make_config) -> None:
+    from ssad.data.pretext import synthetic_anomalies
+
+    cfg = make_config()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(60, 200, (64, 64, 3)).astype(np.uint8) for _ in range(3)]
+    masks = [np.ones((64, 64), bool)] * 3
+    imgs, labels, gts = synthetic_anomalies(images, masks, config=cfg, seed=5, draws=4)
+    assert imgs.shape == (15, 64, 64, 3) and gts.shape == (15, 64, 64)
+    assert labels.tolist() == ([0] + [1] * 4) * 3
+    assert not gts[labels == 0].any() and all(g.any() for g in gts[labels == 1])
+    for i in range(3):  # the normal copy is the held-out image itself; every draw differs
+        np.testing.assert_array_equal(imgs[5 * i], images[i])
+        draws = imgs[5 * i + 1 : 5 * i + 5]
+        assert len({d.tobytes() for d in draws}) == 4
+    again = synthetic_anomalies(images, masks, config=cfg, seed=5, draws=4)[0]
+    np.testing.assert_array_equal(again, imgs)  # seeded
