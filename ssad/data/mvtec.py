@@ -1,7 +1,14 @@
 """MVTec AD layout: ``<class>/train/good``, ``<class>/test/<defect>``, ``ground_truth/<defect>/*_mask.png``.
 
 The loader validates the layout up front and raises :class:`DatasetError` naming the folder or file,
-so a broken data set fails before training starts, not hours into a study.
+so a broken data set fails before training starts, not hours into a study. :func:`check_files`
+(run by the study preflight) also opens every image and mask header: empty, truncated or
+non-image files, images too small or too large to be real, and masks whose size differs from
+their image's are refused there, naming the file.
+
+Conversions, not errors: files with other suffixes (``notes.txt``) are not images and are
+skipped; grayscale, RGBA and 16-bit images are converted to 8-bit RGB; every image is resized to
+``data.image_size`` (small ones upscaled), masks to the same size (nearest neighbour).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ __all__ = [
     "ClassData",
     "DatasetError",
     "Sample",
+    "check_files",
     "class_info",
     "fingerprint",
     "list_classes",
@@ -46,6 +54,8 @@ MVTEC_CLASSES: dict[str, tuple[str, str]] = {
     "wood": ("texture", "fixed"),
     "zipper": ("object", "fixed"),
 }
+MIN_SIDE = 8  # pixels: below this an image holds no structure worth a patch
+MAX_PIXELS = 64 * 1024 * 1024  # 64 MP: MVTec AD's largest is 1 MP; more is a mistake or a bomb
 CLASSES_FILE = "ssad_classes.yaml"  # written by the synthetic generator for its own classes
 
 
@@ -110,6 +120,8 @@ def load_class(
     """Index one class folder and validate it (every defect image has its mask)."""
     root = Path(root)
     folder = root / name
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data root not found")
     if not folder.is_dir():
         available = list_classes(root) if root.is_dir() else []
         raise DatasetError(f"{folder}: class folder not found (available: {available or 'none'})")
@@ -139,6 +151,60 @@ def load_class(
         category = auto_cat if category == "auto" else category
         placement = auto_place if placement == "auto" else placement
     return ClassData(name, root, category, placement, tuple(train), tuple(test))  # type: ignore[arg-type]
+
+
+def check_files(data: ClassData) -> None:
+    """Open every image and mask of a class (headers and chunk checksums, no full decode).
+
+    Raises:
+        DatasetError: naming the first bad file: empty, truncated or corrupt, not an image,
+            smaller than ``MIN_SIDE`` or larger than ``MAX_PIXELS``, or a mask whose size is not
+            its image's.
+    """
+    for path in data.train:
+        _image_size(path)
+    for sample in data.test:
+        size = _image_size(sample.path)
+        if sample.mask is not None:
+            mask_size = _image_size(sample.mask, what="mask")
+            if mask_size != size:
+                raise DatasetError(
+                    f"{sample.mask}: mask is {mask_size[0]}x{mask_size[1]} px but its image "
+                    f"{sample.path} is {size[0]}x{size[1]} px"
+                )
+
+
+def _image_size(path: Path, *, what: str = "image") -> tuple[int, int]:
+    """(width, height) of an image file after checking it can be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path}: empty {what} file (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            if size[0] * size[1] > MAX_PIXELS:
+                raise DatasetError(
+                    f"{path}: {what} is {size[0]}x{size[1]} px, over the {MAX_PIXELS} pixel "
+                    "limit; resize it first"
+                )
+            im.verify()  # chunk checksums to the end of the file: catches truncated PNGs
+        if path.suffix.lower() != ".png":
+            with Image.open(path) as im:
+                im.load()  # other formats: decode (verify checks little for JPEG)
+    except DatasetError:
+        raise
+    except Image.DecompressionBombError:
+        raise DatasetError(f"{path}: {what} larger than the {MAX_PIXELS} pixel limit") from None
+    except UnidentifiedImageError:
+        raise DatasetError(f"{path}: not an {what} file (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: corrupt or truncated {what} file ({exc})") from None
+    if min(size) < MIN_SIDE:
+        raise DatasetError(
+            f"{path}: {what} is {size[0]}x{size[1]} px, below the {MIN_SIDE} px minimum"
+        )
+    return size
 
 
 def split_test(

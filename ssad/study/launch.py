@@ -4,7 +4,9 @@ A study's records live in two places: Tune's folder (``storage_path/<name>``: ch
 state) and MLflow (a parent run per launch, tagged ``ssad.launch_id``, and its trial runs). A
 launch over a study that already has either is refused unless the user says what they mean:
 
-- ``--resume`` continues the newest launch (its Tune folder and its parent run);
+- ``--resume`` continues the newest launch (its Tune folder and its parent run), after checking
+  that the resolved spec is the one the launch recorded (:mod:`ssad.study.record`): any change
+  but the tracking URI is refused, naming the keys;
 - ``--new`` starts a new launch: the old Tune folder is kept beside the new one
   (``<name>.launch-<old id>``), a new parent run gets a new launch id, and readers (leaderboard,
   promotion) see only the new launch's trials. Old runs stay in MLflow, never mixed in.
@@ -16,6 +18,7 @@ import logging
 import time
 from pathlib import Path
 
+from ssad.study.record import check_resume, read_record
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import TAG_LAUNCH, StudyTracker
 
@@ -30,8 +33,8 @@ def prepare_launch(
     """Decide the launch before anything runs; returns its launch id (``None``: not made yet).
 
     Raises:
-        SpecError: a fresh launch over an existing study, a resume with nothing to resume, or
-            both flags; the message says which flag to pass.
+        SpecError: a fresh launch over an existing study, a resume with nothing to resume or
+            with a changed spec, or both flags; the message says which flag to pass.
     """
     if resume and new:
         raise SpecError(f"{spec.path}: --resume and --new exclude each other")
@@ -51,6 +54,18 @@ def prepare_launch(
                 f"{spec.path}: --resume: study {spec.name!r} has no Tune state in {exp_dir} to "
                 "resume; pass --new to start a new launch (earlier runs stay in MLflow, apart)"
             )
+        record = read_record(exp_dir)
+        if record is not None:
+            changed = check_resume(spec, record)  # raises on anything but the tracking URI
+            if changed:
+                log.warning(
+                    "study %s: resuming with %s changed (%s -> %s): new records go there",
+                    spec.name,
+                    ", ".join(changed),
+                    record.get("tracking_uri"),
+                    spec.tracking_uri,
+                )
+            launch = record.get("launch_id") or launch  # the launch, also in a new store
         tracker.launch_id = launch
         return launch
     if exp_dir.exists() or parents:

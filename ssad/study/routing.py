@@ -8,7 +8,10 @@ class's trials for being "worse" than an easy class's. So the trial config carri
   round-robin over classes, replicates each configuration over ``seeds_per_config`` seeds and tells
   the class's sampler the mean over seeds; it implements ``save``/``restore`` so ``Tuner.restore``
   keeps the samplers' state.
-* :class:`ClassRoutedScheduler` keeps one ASHA bracket set per class.
+* :class:`ClassRoutedScheduler` keeps one ASHA bracket set per class. Tune's experiment snapshot
+  leaves schedulers out, so :class:`SchedulerState` (a Tune callback) carries the per-class rung
+  records into each snapshot (``callback-states-*.pkl``, next to the searcher state) and back into
+  the scheduler on ``Tuner.restore``: a resumed study prunes as the uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from ssad.study.spec import SearchSpace
 
-__all__ = ["ClassRoutedScheduler", "ClassRoutedSearcher", "define_by_run"]
+__all__ = ["ClassRoutedScheduler", "ClassRoutedSearcher", "SchedulerState", "define_by_run"]
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +214,48 @@ class ClassRoutedScheduler(FIFOScheduler):
     def on_trial_remove(self, tune_controller, trial) -> None:
         self._for(trial).on_trial_remove(tune_controller, trial)
 
+    # Tune snapshots a searcher, never a scheduler: SchedulerState carries these through resumes.
+    def get_state(self) -> dict[str, Any]:
+        """The per-class schedulers (ASHA: brackets, rung records, trial → bracket), picklable."""
+        return {"per_class": self.per_class}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.per_class = dict(state["per_class"])
+
+    def rung_records(self) -> dict[str, list[tuple[int, dict[str, float]]]]:
+        """class → [(milestone, {trial id: metric at that milestone})] of every ASHA bracket."""
+        return {
+            cls: [
+                (int(t), dict(recorded))
+                for bracket in getattr(sched, "_brackets", [])
+                for t, recorded in bracket._rungs
+            ]
+            for cls, sched in sorted(self.per_class.items())
+        }
+
     def debug_string(self) -> str:
         return "Per-class ASHA: " + "; ".join(
             f"{c}: {s.debug_string()}" for c, s in sorted(self.per_class.items())
         )
+
+
+class SchedulerState(Callback):
+    """Puts a scheduler's state into Tune's experiment snapshots and back on restore.
+
+    Tune saves and restores callback states with every snapshot (``callback-states-*.pkl``);
+    ``Tuner.restore`` unpickles the scheduler and this callback together (``tuner.pkl``), so the
+    reference below is the restored scheduler, and :meth:`set_state` runs before the restored
+    trials are queued again.
+    """
+
+    def __init__(self, scheduler: ClassRoutedScheduler) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any] | None:
+        return {"scheduler": self.scheduler.get_state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.set_state(state["scheduler"])
 
 
 def asha_factory(

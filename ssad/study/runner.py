@@ -117,7 +117,7 @@ def tune_trainable(
     from ray import tune
 
     config = resolve_trial_config(base, trial_config)
-    rule = faults.for_trial(faults.parse(fault), tune.get_context().get_trial_id())
+    rule = faults.for_trial(faults.parse(fault), trial_config)
     if rule is not None and rule.kind == "raise" and rule.epoch == 0:
         raise faults.InjectedFault(f"injected fault: trial raises before training ({rule})")
     resume = None
