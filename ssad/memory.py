@@ -11,13 +11,20 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-import faiss
 import numpy as np
 import torch
 
 __all__ = ["MemoryBank", "coreset_indices", "gpu_available", "make_index"]
 
 log = logging.getLogger(__name__)
+
+try:
+    import faiss
+except ImportError as exc:  # neither extra installed
+    raise ImportError(
+        "ssad needs FAISS: pip install 'ssad[cpu]' (faiss-cpu) or 'ssad[gpu]' (faiss-gpu-cu12); "
+        "install exactly one of them, both provide the `faiss` package"
+    ) from exc
 
 
 def gpu_available() -> bool:

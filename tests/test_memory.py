@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import faiss
@@ -209,3 +210,18 @@ def test_subsample_keeps_bank_vectors_and_index_in_step(method: str) -> None:
     small.add(x)
     small.subsample(method=method)
     np.testing.assert_allclose(small.vectors, x, rtol=0, atol=1e-6)  # nothing to drop: order kept
+
+
+def test_install_check_faiss_matches_the_hardware() -> None:
+    """One FAISS build is installed; on a CUDA machine it must be the GPU build (the gpu extra)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    installed = []
+    for dist in ("faiss-cpu", "faiss-gpu-cu12", "faiss-gpu"):
+        with contextlib.suppress(PackageNotFoundError):
+            installed.append((dist, version(dist)))
+    assert len(installed) == 1, f"exactly one FAISS distribution must be installed: {installed}"
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here: the GPU half of the install check needs one")
+    assert installed[0][0] != "faiss-cpu", "CUDA machine with faiss-cpu: pip install '.[gpu]'"
+    assert hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
