@@ -31,11 +31,12 @@ def synthetic_root(seed: int) -> Path:
     return Path("runs/data") / f"synthetic-v2-{seed}"  # v2: 60 good + 30 per defect test images
 
 
-def preflight(spec: StudySpec) -> tuple[StudySpec, dict[str, str]]:
+def preflight(spec: StudySpec, *, files: bool = True) -> tuple[StudySpec, dict[str, str]]:
     """Check data, tracking store and Ray address before anything launches.
 
-    Every image and mask header is read (:func:`ssad.data.mvtec.check_files`): a bad file
-    fails here, naming it, not in a trial. Returns the spec with an absolute data root and
+    With ``files`` every image and mask header is read (:func:`ssad.data.mvtec.check_files`): a
+    bad file fails here, naming it, not in a trial (promotion, after a study checked them, skips
+    this and isolates a class whose files broke since). Returns the spec with an absolute data root and
     tracking URI, and the dataset fingerprints.
     """
     root = spec.data_root
@@ -53,7 +54,8 @@ def preflight(spec: StudySpec) -> tuple[StudySpec, dict[str, str]]:
     for name in spec.classes:
         try:
             data = load_class(root, name)
-            check_files(data)
+            if files:
+                check_files(data)
         except DatasetError as exc:
             raise SpecError(f"{spec.path}: classes/data.root: {exc}") from None
         prints[name] = fingerprint(data)
