@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ def preflight(spec: StudySpec, *, files: bool = True) -> tuple[StudySpec, dict[s
 
     With ``files`` every image and mask header is read (:func:`ssad.data.mvtec.check_files`): a
     bad file fails here, naming it, not in a trial (promotion, after a study checked them, skips
-    this and isolates a class whose files broke since). Returns the spec with an absolute data root and
-    tracking URI, and the dataset fingerprints.
+    this and isolates a class whose files broke since). Returns the spec with an absolute data
+    root and tracking URI, and the dataset fingerprints.
     """
     root = spec.data_root
     if root == "synthetic":
@@ -45,8 +46,14 @@ def preflight(spec: StudySpec, *, files: bool = True) -> tuple[StudySpec, dict[s
 
         path = synthetic_root(spec.synthetic_seed)
         if not (path / "ssad_classes.yaml").is_file():
+            # generated aside and moved into place whole: an interrupted generation leaves no
+            # half-written data set behind for the next launch to trip over
             log.info("generating the synthetic data set in %s", path)
-            generate(path, seed=spec.synthetic_seed)
+            part = path.with_name(f"{path.name}.partial-{os.getpid()}")
+            shutil.rmtree(part, ignore_errors=True)
+            generate(part, seed=spec.synthetic_seed)
+            shutil.rmtree(path, ignore_errors=True)  # an earlier interrupted, unindexed attempt
+            os.replace(part, path)
         root = str(path.resolve())
     else:
         root = str(Path(root).expanduser().resolve())

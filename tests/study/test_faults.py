@@ -254,6 +254,15 @@ def test_concurrent_studies_do_not_interfere(
         )
         text = Path(board).read_text().splitlines()
         assert len(text) == 2 and text[1].startswith(spec.classes[0] + ",")
+    spans = [
+        (p.info.start_time, p.info.end_time)
+        for spec in specs.values()
+        for p in client.search_runs(
+            [client.get_experiment_by_name(spec.experiment).experiment_id],
+            "tags.`ssad.role` = 'study'",
+        )
+    ]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans  # they overlapped
     other = {"alpha": "beta", "beta": "alpha"}
     for name, spec in specs.items():  # no run of one study in the other's experiment
         exp = client.get_experiment_by_name(spec.experiment)
