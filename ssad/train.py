@@ -279,6 +279,11 @@ def fit(
             correct += (pred == y).sum().item()
             seen += len(y)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        epoch_loss = loss_sum / max(seen, 1)
+        if not math.isfinite(epoch_loss):  # before the bank and validation spend time on it
+            raise FloatingPointError(
+                f"{data.name}: training diverged at epoch {epoch + 1} (loss {epoch_loss})"
+            )
         if fifo and len(bank) == 0:  # the classifier called no normal sample normal
             log.warning(
                 "%s epoch %d: no normal sample predicted normal; banking all y=0",
@@ -300,17 +305,13 @@ def fit(
         report = EpochReport(
             epoch=epoch + 1,
             phase=phase,
-            loss=loss_sum / max(seen, 1),
+            loss=epoch_loss,
             accuracy=correct / max(seen, 1),
             lr=opt.param_groups[0]["lr"],
             seconds=time.perf_counter() - tic,
             bank_size=len(bank),
             metrics=metrics,
         )
-        if not math.isfinite(report.loss):
-            raise FloatingPointError(
-                f"{data.name}: training diverged at epoch {epoch + 1} (loss {report.loss})"
-            )
         history.append(report)
         if on_epoch is not None:
             on_epoch(report, TrainedModel(model, bank, history, checkpoint(epoch + 1, phase)))
