@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from benchmarks import reference as ref
+from benchmarks.large_bank import bench_large_bank
 from benchmarks.timing import Timing, check, first_calls, side_by_side
 from ssad.config import load_config
 from ssad.data.images import to_tensor
@@ -359,4 +360,5 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "upsample": bench_upsample,
     "aupro": bench_aupro,
     "pretext": bench_pretext,
+    "large_bank": bench_large_bank,
 }

@@ -92,8 +92,13 @@ def markdown(results: dict[str, object]) -> str:
         baseline = r["baseline"] if r["equivalent"] else f"{r['baseline']} *(not equivalent)*"
         if "ours_value" in r:
             baseline += f" (AUPRO {r['baseline_value']:.4f} vs ours {r['ours_value']:.4f})"
+        ours = r["ours"]
+        if "recall_at_k" in r:  # an approximate method: how much of the exact answer it finds
+            ours += (
+                f" (recall@{r['sizes']['k']} {r['recall_at_k']:.4f}, built in {r['build_s']:.0f} s)"
+            )
         lines.append(
-            f"| {r['name']} | {r['ours']} | {baseline} | {_sizes(r['sizes'])} "
+            f"| {r['name']} | {ours} | {baseline} | {_sizes(r['sizes'])} "
             f"| {_seconds(r['baseline_s'])} | {_seconds(r['ours_s'])} "
             f"| **{r['ratio']:.1f}×** ({r['ratio_median']:.1f}×) |"
         )

@@ -225,3 +225,92 @@ def test_install_check_faiss_matches_the_hardware() -> None:
         pytest.skip("no CUDA device here: the GPU half of the install check needs one")
     assert installed[0][0] != "faiss-cpu", "CUDA machine with faiss-cpu: pip install '.[gpu]'"
     assert hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+# ---- approximate indexes (memory.index: ivf | hnsw) ---------------------------------------------
+def _clustered(
+    n: int, dim: int, *, centres: int, spread: float, seed: int, queries: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` bank and ``queries`` query unit vectors around the same random centres (patch-mode
+    banks are clustered like this)."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, dim), dtype=np.float32)
+    x = c[rng.integers(centres, size=n + queries)]
+    x = x + spread * rng.standard_normal(x.shape, dtype=np.float32)
+    return _unit(x[:n]), _unit(x[n:])
+
+
+def _recall(ids: np.ndarray, ref_ids: np.ndarray) -> float:
+    """Share of the exact k nearest found (recall@k), averaged over queries."""
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(ids, ref_ids)]))
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_recall_on_clustered_bank(kind: str) -> None:
+    x, q = _clustered(20000, 32, centres=100, spread=0.5, seed=0, queries=300)
+    exact = MemoryBank(32, size=len(x), backend="cpu")
+    exact.add(x)
+    bank = MemoryBank(32, size=len(x), backend="cpu", index=kind)
+    bank.add(x)
+    assert bank.index is None  # built at the first search, from the vectors
+    sims, ids = bank.knn(q, 3)
+    ref_ids = exact.knn(q, 3)[1]
+    assert _recall(ids, ref_ids) >= 0.99
+    assert bank.index.ntotal == len(x)
+    if kind == "ivf":
+        assert isinstance(bank.index, faiss.IndexIVFFlat) and bank.index.nlist > 100
+    else:
+        assert isinstance(bank.index, faiss.IndexHNSWFlat)
+    # the similarities returned are the true cosines of the ids returned
+    np.testing.assert_allclose(sims, np.einsum("bd,bkd->bk", _unit(q), x[ids]), atol=1e-5)
+    np.testing.assert_allclose(bank.score(q, 3), exact.score(q, 3), atol=5e-3)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_follows_trim_and_subsample(kind: str) -> None:
+    x, q = _clustered(3000, 16, centres=20, spread=0.5, seed=1, queries=100)
+    bank = MemoryBank(16, size=1200, backend="cpu", index=kind)
+    for part in np.split(x, 3):
+        bank.add(part)
+        bank.knn(q, 3)  # searched while filling: the index catches up with every add
+        assert bank.index.ntotal == len(bank)
+    bank.trim()
+    assert bank.index is None and len(bank) == 1200
+    ids = bank.knn(q, 3)[1]
+    assert bank.index.ntotal == 1200
+    assert _recall(ids, _brute_knn(bank.vectors, q, 3)[1]) >= 0.99  # ids index the kept vectors
+    bank.size = 300
+    bank.subsample(method="random", seed=0)
+    sims, ids = bank.knn(q, 3)
+    ref_ids = _brute_knn(bank.vectors, q, 3)[1]
+    assert bank.index.ntotal == 300 and _recall(ids, ref_ids) >= 0.99
+    np.testing.assert_allclose(
+        sims, np.einsum("bd,bkd->bk", _unit(q), bank.vectors[ids]), atol=1e-5
+    )
+
+
+def test_ivf_never_pads_results() -> None:
+    """Probed cells holding fewer than k vectors: those queries fall back to exact search."""
+    x, q = _clustered(2000, 8, centres=4, spread=0.3, seed=3, queries=20)
+    bank = MemoryBank(8, size=2000, backend="cpu", index="ivf")
+    bank.add(x)
+    sims, ids = bank.knn(q, 1000)
+    assert (bank.index.search(q, 1000)[1] < 0).any()  # the raw IVF search does pad here
+    assert (ids >= 0).all() and np.isfinite(sims).all()
+    ref_sims, _ = _brute_knn(bank.vectors, q, 1000)
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+
+
+def test_index_kind_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"flat \| ivf \| hnsw"):
+        MemoryBank(8, size=10, backend="cpu", index="annoy")  # type: ignore[arg-type]
+
+
+def test_load_with_approximate_index(tmp_path: Path) -> None:
+    x, _ = _clustered(500, 8, centres=5, spread=0.4, seed=4)
+    bank = MemoryBank(8, size=500, backend="cpu")
+    bank.add(x)
+    bank.save(tmp_path / "bank.npy")
+    back = MemoryBank.load(tmp_path / "bank.npy", size=500, backend="cpu", index="hnsw")
+    q = x[:30]
+    np.testing.assert_allclose(back.score(q, 3), bank.score(q, 3), atol=1e-4)
