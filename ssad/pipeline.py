@@ -20,7 +20,7 @@ from ssad.data.mvtec import ClassData, DatasetError, Sample, fingerprint, load_c
 from ssad.data.pretext import synthetic_anomalies
 from ssad.detector import Detector
 from ssad.evaluate import LabelledImages, Validator, evaluate, load_samples, write_artifacts
-from ssad.train import EpochCallback, fit, resolve_device
+from ssad.train import EpochCallback, bank_fill, fit, resolve_device
 
 __all__ = ["detector_info", "evaluate_saved", "load_data", "splits", "train_class"]
 
@@ -54,13 +54,14 @@ def splits(config: Config, data: ClassData) -> tuple[ClassData, LabelledImages, 
     return replace(data, train=keep), LabelledImages(imgs, labels, gts, names), list(data.test)
 
 
-def detector_info(data: ClassData) -> dict[str, str]:
-    """What a saved detector records about the data it was trained on (detector.json)."""
+def detector_info(data: ClassData, config: Config) -> dict[str, str]:
+    """What a saved detector records about its data and bank (detector.json)."""
     return {
         "class_name": data.name,
         "category": data.category,
         "placement": data.placement,
         "dataset_fingerprint": fingerprint(data),
+        "memory_fill": bank_fill(config, data.category),  # memory.fill as resolved for the class
     }
 
 
@@ -97,7 +98,7 @@ def train_class(
             out / "val", validator.data, validator.last, trained.bank, val_metrics, config
         )
     threshold = float(val_metrics["image_threshold"])
-    info = {**detector_info(data), "val_metrics": val_metrics}
+    info = {**detector_info(data, config), "val_metrics": val_metrics}
     detector = Detector(
         model=trained.model,
         bank=trained.bank,

@@ -43,6 +43,7 @@ from ssad.model import SSADNet, load_backbone_weights
 __all__ = [
     "EpochReport",
     "TrainedModel",
+    "bank_fill",
     "build_model",
     "fit",
     "make_pretext",
@@ -84,6 +85,15 @@ class TrainedModel:
 
 
 EpochCallback = Callable[[EpochReport, TrainedModel], None]
+
+
+def bank_fill(config: Config, category: str) -> str:
+    """``memory.fill`` resolved for a class: ``auto`` is fifo for textures, final for objects
+    (dense scoring needs backbone features, so always final)."""
+    fill = config.memory.fill
+    if fill == "auto":
+        fill = "fifo" if category == "texture" and config.eval.scoring == "windows" else "final"
+    return fill
 
 
 def resolve_device(name: str) -> torch.device:
@@ -213,7 +223,7 @@ def fit(
         backend=config.memory.backend,
         device=(device.index or 0) if device.type == "cuda" else 0,
     )
-    fifo = config.memory.fill == "fifo"
+    fifo = bank_fill(config, data.category) == "fifo"
     history: list[EpochReport] = []
     start_epoch = 0
     total = t.phase1_epochs + t.phase2_epochs

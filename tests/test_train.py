@@ -13,7 +13,7 @@ from ssad.data.images import read_image, to_tensor
 from ssad.detector import Detector
 from ssad.localize import window_embeddings
 from ssad.pipeline import load_data, splits, train_class
-from ssad.train import EpochReport, TrainedModel, build_model, fit
+from ssad.train import EpochReport, TrainedModel, bank_fill, build_model, fit
 
 
 def _backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -100,7 +100,9 @@ def test_final_bank_is_the_saved_models_eval_embeddings_of_the_training_windows(
     make_config, tmp_path: Path, subsample: str
 ) -> None:
     cap = 30
-    cfg = make_config(**{"memory.bank_size": cap, "memory.subsample": subsample})
+    cfg = make_config(
+        **{"memory.bank_size": cap, "memory.subsample": subsample, "memory.fill": "final"}
+    )
     validated: list[np.ndarray] = []
 
     def validate(model, bank) -> dict[str, float]:
@@ -116,6 +118,7 @@ def test_final_bank_is_the_saved_models_eval_embeddings_of_the_training_windows(
     out = tmp_path / "run"
     train_class(cfg, out_dir=out, artifacts=False, evaluate_test=False)
     det = Detector.load(out, device="cpu")
+    assert det.info["memory_fill"] == "final"
     # Re-embed every window of every training image with the saved model, in eval mode.
     images = np.stack([read_image(p, cfg.data.image_size) for p in data.train])
     z = window_embeddings(
@@ -130,6 +133,23 @@ def test_final_bank_is_the_saved_models_eval_embeddings_of_the_training_windows(
         _train(make_config(**{"memory.fill": "fifo"}), tmp_path / "f"), device="cpu"
     )
     assert (fifo.bank.vectors @ z.T).max(axis=1).min() < 0.999
+
+
+@pytest.mark.parametrize(
+    ("fill", "scoring", "category", "expected"),
+    [
+        ("auto", "windows", "texture", "fifo"),
+        ("auto", "windows", "object", "final"),
+        ("auto", "dense", "texture", "final"),
+        ("final", "windows", "texture", "final"),
+        ("fifo", "windows", "object", "fifo"),
+    ],
+)
+def test_auto_fill_is_fifo_for_textures_and_final_for_objects(
+    make_config, fill: str, scoring: str, category: str, expected: str
+) -> None:
+    cfg = make_config(**{"memory.fill": fill, "eval.scoring": scoring})
+    assert bank_fill(cfg, category) == expected
 
 
 def _train(cfg, out: Path) -> Path:

@@ -78,7 +78,7 @@ def run_trial(config: Config, report: Report, *, resume: dict | None = None) -> 
     data, val, _test = splits(config, load_data(config))
     validator = Validator(config, val, device=resolve_device(config.train.device))
     total = config.train.phase1_epochs + config.train.phase2_epochs
-    info = detector_info(data)
+    info = detector_info(data, config)
     final: dict[str, float] = {}
 
     def on_epoch(rep: EpochReport, trained: TrainedModel) -> None:
