@@ -129,6 +129,7 @@ class Detector:
             size=config.memory.bank_size,
             backend=config.memory.backend,
             device=(torch_device.index or 0) if torch_device.type == "cuda" else 0,
+            index=config.memory.index,
         )
         meta_path = folder / "detector.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

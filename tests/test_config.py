@@ -155,6 +155,8 @@ def test_wrong_type_names_file_and_key(
         ({"eval.map_sigma": -2.0}, "eval.map_sigma", ">= 0"),
         ({"data.val_draws": 0}, "data.val_draws", ">= 1"),
         ({"memory.subsample": "kmeans"}, "memory.subsample", "coreset"),
+        ({"memory.index": "annoy"}, "memory.index", "'flat', 'ivf', 'hnsw'"),
+        ({"memory.index": "hnsw", "memory.backend": "gpu"}, "memory.index", "no GPU HNSW"),
     ],
 )
 def test_bad_ranges_name_file_and_key(
