@@ -33,8 +33,10 @@ def prepare_launch(
     """Decide the launch before anything runs; returns its launch id (``None``: not made yet).
 
     Raises:
-        SpecError: a fresh launch over an existing study, a resume with nothing to resume or
-            with a changed spec, or both flags; the message says which flag to pass.
+        SpecError: a fresh launch over an existing study, a resume without Tune state over
+            earlier MLflow runs or with a changed spec, or both flags; the message says which
+            flag to pass. ``--resume`` of a study that has neither Tune state nor MLflow runs is
+            its first launch, so a re-runnable command (``make demo``) can always pass it.
     """
     if resume and new:
         raise SpecError(f"{spec.path}: --resume and --new exclude each other")
@@ -48,6 +50,8 @@ def prepare_launch(
         launch = tracker.start_launch()
         log.info("study %s: new launch %s", spec.name, launch)
         return launch
+    if resume and not exp_dir.exists() and not parents:
+        return None  # nothing to resume and nothing to mix with: the first launch (make demo)
     if resume:
         if not exp_dir.exists():
             raise SpecError(

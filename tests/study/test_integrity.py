@@ -62,6 +62,8 @@ def test_relaunch_is_refused_even_after_removing_the_tune_folder(make_spec, tmp_
 
 def test_resume_without_tune_state_and_both_flags_are_refused(make_spec, tmp_path: Path) -> None:
     spec = load_spec(make_spec(tmp_path / "s"))
+    # nothing at all yet: --resume is the first launch (make demo always passes it)
+    assert prepare_launch(spec, _tracker(spec), resume=True) is None
     _fake_launch(spec, ["t1"])
     with pytest.raises(SpecError, match="--new"):
         prepare_launch(spec, _tracker(spec), resume=True)
