@@ -73,6 +73,7 @@ def build_bank(
         feats.shape[1],
         size=m.bank_size,
         backend=m.backend,
+        index=m.index,
         device=(device.index or 0) if device.type == "cuda" else 0,
     )
     bank.add(feats)

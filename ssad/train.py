@@ -221,6 +221,7 @@ def fit(
         config.model.embedding_dim,
         size=config.memory.bank_size,
         backend=config.memory.backend,
+        index=config.memory.index,
         device=(device.index or 0) if device.type == "cuda" else 0,
     )
     fifo = bank_fill(config, data.category) == "fifo"
