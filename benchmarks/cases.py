@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks import reference as ref
 from benchmarks.large_bank import bench_large_bank
+from benchmarks.scoring import bench_scoring
 from benchmarks.timing import Timing, check, first_calls, side_by_side
 from ssad.config import load_config
 from ssad.data.images import to_tensor
@@ -361,4 +362,5 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "aupro": bench_aupro,
     "pretext": bench_pretext,
     "large_bank": bench_large_bank,
+    "scoring": bench_scoring,
 }

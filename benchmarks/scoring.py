@@ -1,0 +1,67 @@
+"""Scoring modes side by side: dense (one forward per image) vs windows (169 forwards per image).
+
+The cpu preset's model and sizes (SSADNet at 128 px, 32 px windows at stride 8, banks of
+``memory.bank_size`` = 8000 vectors built by ``ssad.bank.build_bank`` from 60 normal images, k = 3),
+random weights: speed does not depend on what the weights learned. Reports images/s of
+``score_images`` (maps included) for both modes; quality per mode is in README "The signal".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from benchmarks.timing import check, first_calls, side_by_side
+from ssad.bank import build_bank
+from ssad.config import load_config
+from ssad.evaluate import score_images
+from ssad.model import SSADNet
+
+__all__ = ["bench_scoring"]
+
+
+def bench_scoring(quick: bool) -> list[dict[str, object]]:
+    n_bank, n_test = (12, 4) if quick else (60, 16)
+    rng = np.random.default_rng(0)
+    normals = list(rng.integers(0, 255, (n_bank, 128, 128, 3), dtype=np.uint8))
+    images = rng.integers(0, 255, (n_test, 128, 128, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    model = SSADNet().eval()
+    cpu = torch.device("cpu")
+    fns, banks = {}, {}
+    for mode in ("dense", "windows"):
+        cfg = load_config(preset="cpu", overrides={"eval.scoring": mode, "memory.fill": "final"})
+        banks[mode] = build_bank(model, normals, cfg, device=cpu)
+        fns[f"{mode} scoring"] = lambda cfg=cfg, mode=mode: score_images(
+            model, banks[mode], images, cfg, device=cpu
+        )
+    results, first_s = first_calls(fns)
+    for out in results.values():
+        check(out.maps.shape == (n_test, 128, 128), f"map shape {out.maps.shape}")
+    timings = side_by_side(fns, first_s=first_s, repeat=2)
+    o, b = timings["dense scoring"], timings["windows scoring"]
+    return [
+        {
+            "kind": "pair",
+            "name": "scoring modes (images/s)",
+            "ours": "dense scoring",
+            "baseline": "windows scoring",
+            "ours_s": o.best_s,
+            "baseline_s": b.best_s,
+            "ratio": b.best_s / o.best_s,
+            "ours_median_s": o.median_s,
+            "baseline_median_s": b.median_s,
+            "ratio_median": b.median_s / o.median_s,
+            "repeat": o.repeat,
+            "calls_per_measurement": {"ours": o.number, "baseline": b.number},
+            "equivalent": False,
+            "sizes": {
+                "images": n_test,
+                "image_px": 128,
+                "bank": {m: len(bk) for m, bk in banks.items()},
+                "dense_images_per_s": n_test / o.best_s,
+                "windows_images_per_s": n_test / b.best_s,
+            },
+            "note": "different methods (quality: README 'The signal'); maps included",
+        }
+    ]
