@@ -192,7 +192,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
         print("dry run: spec, search space, data and tracking store are valid; nothing launched")
         return 0
     out = run_study(spec, resume=args.resume, new=args.new, ray_address=args.ray_address)
-    _print_board(out["leaderboard"], spec.metric)
+    _print_board(out["leaderboard"], spec.metric, spec.base.flat())
     st = out["stats"]
     print(
         f"trials: {st['trials']} ({st['finished']} finished, {st['stopped']} stopped early, "
@@ -203,21 +203,21 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     return 1 if out["errors"] else 0
 
 
-def _print_board(board, metric: str) -> None:
-    import pandas as pd
+def _print_board(board, metric: str, base: dict) -> None:
+    from ssad.study.report import readable
 
-    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-        cols = [
-            "class",
-            f"best_{metric}",
-            "trials",
-            "finished",
-            "stopped",
-            "failed",
-            "compute_s",
-            "best_config",
-        ]
-        print(board[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    cols = [
+        "class",
+        f"best_{metric}",
+        "trials",
+        "finished",
+        "stopped",
+        "failed",
+        "compute_s",
+        "best_config",
+    ]
+    # the best configuration as the searched keys that differ from the study's base config
+    print(readable(board[cols], config_columns={"best_config": base}))
 
 
 def _print_ui_hint(uri: str, experiment_id: str) -> None:
@@ -233,10 +233,9 @@ def _print_ui_hint(uri: str, experiment_id: str) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from ssad.config import parse_overrides
     from ssad.study.promote import PromotionError, promote
+    from ssad.study.report import Progress, readable
     from ssad.study.spec import load_spec
 
     spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
@@ -248,11 +247,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
             seeds=args.seeds,
             classes=args.classes,
             ray_address=args.ray_address,
+            progress=Progress(),
         )
     except PromotionError as exc:  # the classes that did complete are registered
         report, failed = exc.report, exc
-    with pd.option_context("display.width", 200, "display.max_colwidth", 120):
-        print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(readable(report, config_columns={"changed_from_base": None}))
     champions = [m for m in report["model"] if m]
     print("champions: " + ", ".join(champions) + f"  (tracking store {spec.tracking_uri})")
     print("score images: ssad predict models:/ssad-<class>@champion IMAGE_OR_DIR... --out DIR")
@@ -270,7 +269,7 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     tracker = StudyTracker(check_tracking_uri(spec.tracking_uri), spec.experiment, spec.name)
     board, stats = leaderboard(tracker, spec)
-    _print_board(board, spec.metric)
+    _print_board(board, spec.metric, spec.base.flat())
     print(
         f"trials: {stats['trials']} ({stats['finished']} finished, {stats['stopped']} stopped early, "
         f"{stats['failed']} failed), {stats['trial_seconds'] / 60:.1f} trial-minutes"

@@ -17,6 +17,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ssad.study.record import read_record
+from ssad.study.report import trial_name
 from ssad.study.tracking import TAG_CLASS, TAG_STATUS, StudyTracker, git_sha
 from ssad.study.trial import resolve_trial_config
 
@@ -93,6 +94,7 @@ class MlflowTrials(Callback):
             tc = trial.config
             tags = {
                 TAG_CLASS: tc["class_name"],
+                "ssad.trial_name": trial_name(trial),  # also the run's name
                 "ssad.seed": str(cfg.train.seed),
                 "ssad.config_id": tc["config_id"],
                 "ssad.git_sha": self.sha,

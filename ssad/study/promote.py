@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import pandas as pd
 
 from ssad.config import Config
 from ssad.study.leaderboard import trials_frame
+from ssad.study.report import Progress, config_changes, short_number
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import (
     CHAMPION,
@@ -126,11 +128,11 @@ def promotion_key(
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _diff(config: Config, keys: list[str]) -> dict[str, Any]:
-    """Searched values that differ from the seed's defaults (``Config()``)."""
-    ref, now = Config().flat(), config.flat()
-    out = {k: now[k] for k in sorted(keys) if ref.get(k) != now.get(k)}
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+def _diff(config: Config, base: Config, keys: list[str]) -> dict[str, Any]:
+    """Searched values that differ from the study's base config."""
+    now = config.flat()
+    out = config_changes({k: now[k] for k in keys}, base.flat())
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in out.items()}
 
 
 def promote(
@@ -142,8 +144,12 @@ def promote(
     ray_address: str | None = None,
     out_root: str | Path = "promoted",
     models_root: str | Path = "runs/promoted",
+    progress: Callable[[str, str], None] | None = None,
 ) -> pd.DataFrame:
     """Promote every (selected) class of a finished study; returns the promotion report.
+
+    ``progress(class, message)`` hears of every stage as it happens (default: :class:`Progress`,
+    one line each on stdout with the elapsed time).
 
     Raises:
         PromotionError: some classes failed; the others are registered and listed in its
@@ -151,6 +157,7 @@ def promote(
     """
     from ssad.study.runner import _init_ray, preflight
 
+    progress = progress or Progress()
     if top_k < 1 or seeds < 1:
         raise SpecError("--top-k and --seeds must be >= 1")
     spec, prints = preflight(spec, files=False)  # a class whose files broke fails on its own
@@ -174,7 +181,7 @@ def promote(
         key = promotion_key(spec, cands, seeds, _final_config(spec, cls, cands[0]), prints[cls])
         existing = tracker.find_version(model_name(cls), key=key)  # registry errors propagate
         if existing is not None:
-            log.info("%s: unchanged since version %s; nothing to promote", cls, existing.version)
+            progress(cls, f"unchanged since version {existing.version}; nothing to train")
             tracker.set_champion(model_name(cls), existing.version)
             rows[cls] = _row_from_version(cls, existing, spec)
             continue
@@ -183,7 +190,8 @@ def promote(
     reseeds = [spec.base.train.seed + s for s in reseeds]
     if plan:
         _init_ray(ray_address or spec.ray_address, spec)
-        for cls, cand, cfg, out in _trainings(plan, spec, seeds=seeds, top_k=top_k):
+        trainings = _trainings(plan, spec, seeds=seeds, top_k=top_k, progress=progress)
+        for cls, cand, cfg, out in trainings:
             try:
                 if isinstance(out, BaseException):
                     raise out
@@ -200,10 +208,10 @@ def promote(
                     models_root,
                     reseeds,
                 )
-                log.info("%s: registered version %s", cls, rows[cls]["version"])
+                progress(cls, f"registered version {rows[cls]['version']}")
             except Exception as exc:  # one class's failure must not discard the others
                 cause = getattr(exc, "cause", None) or exc  # a Ray task error's own exception
-                log.error("%s: promotion failed: %s", cls, cause)
+                progress(cls, f"promotion failed: {type(cause).__name__}: {cause}")
                 rows[cls] = {"class": cls, "model": "", "error": f"{type(cause).__name__}: {cause}"}
     report = pd.DataFrame([rows[c] for c in classes if c in rows])
     if parent_id is not None and not report.empty:
@@ -228,7 +236,12 @@ def _final_config(spec: StudySpec, cls: str, cand: Candidate) -> Config:
 
 
 def _trainings(
-    plan: dict[str, tuple[list[Candidate], str]], spec: StudySpec, *, seeds: int, top_k: int
+    plan: dict[str, tuple[list[Candidate], str]],
+    spec: StudySpec,
+    *,
+    seeds: int,
+    top_k: int,
+    progress: Callable[[str, str], None],
 ) -> Iterator[tuple[str, Candidate | None, Config | None, dict[str, Any] | BaseException]]:
     """Re-seed (when asked) and train each class's final model; yield each as it completes.
 
@@ -245,6 +258,8 @@ def _trainings(
 
     def submit(cls: str, cand: Candidate, cfg: Config, final: bool) -> None:
         pending[task.remote(cfg.to_dict(), final)] = (cls, cand, cfg, final)
+        if final:
+            progress(cls, f"final training of {cand.config_id} started")
 
     # a re-trained candidate is judged on its final model's raw validation metric (a moving
     # average over epochs is what ASHA compares, not a property of the final model)
@@ -256,6 +271,7 @@ def _trainings(
             submit(cls, cands[0], _final_config(spec, cls, cands[0]), True)
             continue
         scores[cls] = {c.config_id: [] for c in cands}
+        progress(cls, f"re-training {len(cands)} candidate(s) x {seeds} seed(s) started")
         for cand in cands:
             for s in reseed_offsets(spec, seeds):
                 cfg = resolve_trial_config(
@@ -275,6 +291,8 @@ def _trainings(
                 yield cls, cand, cfg, exc
             continue
         if final:
+            value = out["result"].get("val", {}).get(metric, math.nan)
+            progress(cls, f"final training finished: val {metric} {short_number(value)}")
             yield cls, cand, cfg, out
             continue
         scores[cls][cand.config_id].append(float(out["result"]["val"][metric]))
@@ -286,7 +304,8 @@ def _trainings(
             chosen = Candidate(
                 cls, best.config_id, best.trial_id, means[best.config_id], best.params
             )
-            log.info("%s: re-seeded best %s = %.4f", cls, chosen.config_id, chosen.value)
+            means_text = ", ".join(f"{cid} {short_number(m)}" for cid, m in means.items())
+            progress(cls, f"re-training finished: mean val {metric} {means_text}")
             submit(cls, chosen, _final_config(spec, cls, chosen), True)
 
 
@@ -347,7 +366,7 @@ def _register(
     version = tracker.register_detector(
         run_id=run_id, folder=folder, class_name=cls, tags=version_tags
     )
-    diff = _diff(cfg, list(cand.params))
+    diff = _diff(cfg, spec.base, list(cand.params))
     return {
         "class": cls,
         f"study_{spec.metric}": cand.value,
@@ -358,7 +377,7 @@ def _register(
         "model": f"models:/{model_name(cls)}@{CHAMPION}",
         "version": version,
         "config": str(config_path),
-        "changed_from_seed": json.dumps(diff, default=str),
+        "changed_from_base": json.dumps(diff, default=str),
     }
 
 
@@ -374,5 +393,5 @@ def _row_from_version(cls: str, version, spec: StudySpec) -> dict[str, Any]:
         "model": f"models:/{model_name(cls)}@{CHAMPION}",
         "version": version.version,
         "config": str(Path("promoted") / spec.name / f"{cls}.yaml"),
-        "changed_from_seed": "(unchanged; existing version)",
+        "changed_from_base": "(unchanged; existing version)",
     }

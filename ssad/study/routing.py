@@ -28,6 +28,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from ssad.study.report import TRIAL_NUMBER
 from ssad.study.spec import SearchSpace
 
 __all__ = ["ClassRoutedScheduler", "ClassRoutedSearcher", "SchedulerState", "define_by_run"]
@@ -81,7 +82,9 @@ class _Grid:
 class ClassRoutedSearcher(Searcher):
     """Round-robin over classes; per class an Optuna TPE searcher (seeded) or a grid.
 
-    Trial configs look like ``{"class_name": c, "seed": s, "config_id": id, "params": {...}}``.
+    Trial configs look like ``{"class_name": c, "seed": s, "config_id": id, "params": {...},
+    "trial_number": n}``; ``n`` counts the class's trials from 1 in the order they are handed out
+    (seed replicas included) and names the trial (:func:`ssad.study.report.trial_name`).
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class ClassRoutedSearcher(Searcher):
                     define_by_run(space), metric=metric, mode=mode, sampler=sampler
                 )
         self.suggested = dict.fromkeys(self.classes, 0)  # configurations handed out per class
+        self.numbered = dict.fromkeys(self.classes, 0)  # trials handed out per class
         self.pending: list[dict[str, Any]] = []  # seed replicas waiting to be handed out
         self.trials: dict[str, dict[str, Any]] = {}  # trial id → its config
         self.results: dict[str, dict[str, float | None]] = {}  # config id → trial id → metric
@@ -141,6 +145,9 @@ class ClassRoutedSearcher(Searcher):
                 for s in range(self.seeds_per_config)
             ]
             cfg, self.pending = replicas[0], self.pending + replicas[1:]
+        cls = cfg["class_name"]
+        self.numbered[cls] = self.numbered.get(cls, 0) + 1
+        cfg = {**cfg, TRIAL_NUMBER: self.numbered[cls]}
         self.trials[trial_id] = cfg
         self.results[cfg["config_id"]][trial_id] = None
         return cfg
@@ -176,7 +183,9 @@ class ClassRoutedSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+            state = pickle.load(f)
+        state.setdefault("numbered", dict.fromkeys(self.classes, 0))  # saved before numbering
+        self.__dict__.update(state)
 
 
 class ClassRoutedScheduler(FIFOScheduler):

@@ -19,6 +19,7 @@ from ssad.data.mvtec import DatasetError, check_files, fingerprint, load_class
 from ssad.study import faults
 from ssad.study.launch import prepare_launch
 from ssad.study.record import write_record
+from ssad.study.report import leading, trial_name
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import StudyTracker, check_tracking_uri
 from ssad.study.trial import load_state, resolve_trial_config, run_trial
@@ -117,11 +118,17 @@ def check_resources(spec: StudySpec) -> None:
 
 
 def tune_trainable(
-    trial_config: dict[str, Any], *, base: dict[str, Any], fault: str | None = None
+    trial_config: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    metric: str | None = None,
+    fault: str | None = None,
 ) -> None:
     """The Tune function trainable: resumes from Tune's checkpoint, reports every epoch.
 
-    ``fault``: test-only rules from ``SSAD_FAULT_INJECT`` (see :mod:`ssad.study.faults`).
+    ``metric`` (the study's), ``epoch`` and ``phase`` lead each report: Tune's live table shows
+    the first four numbers of a report. ``fault``: test-only rules from ``SSAD_FAULT_INJECT``
+    (see :mod:`ssad.study.faults`).
     """
     from ray import tune
 
@@ -143,7 +150,8 @@ def tune_trainable(
         if rule is not None and rule.kind == "raise" and metrics.get("epoch") == rule.epoch:
             raise faults.InjectedFault(f"injected fault: trial raises at epoch {rule.epoch}")
         tune.report(
-            {**metrics, "node_id": node}, checkpoint=tune.Checkpoint.from_directory(str(folder))
+            {**leading(metrics, (metric, "epoch", "phase")), "node_id": node},
+            checkpoint=tune.Checkpoint.from_directory(str(folder)),
         )
 
     if rule is not None and rule.kind == "nan":
@@ -151,10 +159,6 @@ def tune_trainable(
             run_trial(config, report, resume=resume)
     else:
         run_trial(config, report, resume=resume)
-
-
-def _trial_name(trial) -> str:
-    return f"{trial.config.get('class_name', 'trial')}-{trial.trial_id}"
 
 
 def run_study(
@@ -222,7 +226,7 @@ def run_study(
     )
     tracker.set_tags(parent_id, {"ssad.spec_hash": record["spec_hash"]})
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trainable, base=base.to_dict(), fault=fault),
+        tune.with_parameters(tune_trainable, base=base.to_dict(), metric=spec.metric, fault=fault),
         {"cpu": spec.cpu, "gpu": spec.gpu},
     )
     tic = time.time()
@@ -259,6 +263,8 @@ def run_study(
                 max_concurrent_trials=spec.max_concurrent,
                 metric=spec.metric,
                 mode=spec.mode,
+                trial_name_creator=trial_name,  # brick-0007: class and number within it
+                trial_dirname_creator=trial_name,
             ),
             run_config=tune.RunConfig(
                 name=spec.name,

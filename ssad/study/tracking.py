@@ -244,7 +244,7 @@ class StudyTracker:
             return found[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"{tags.get(TAG_CLASS, 'trial')}-{trial_id}",
+            run_name=tags.get("ssad.trial_name") or f"{tags.get(TAG_CLASS, 'trial')}-{trial_id}",
             tags={
                 "mlflow.parentRunId": parent_id,
                 TAG_STUDY: self.study,

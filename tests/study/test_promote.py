@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import re
 from pathlib import Path
 
 import cv2
@@ -57,6 +58,15 @@ def test_promote_register_and_predict(
         spec, top_k=2, seeds=1, out_root=tmp_path / "promoted", models_root=tmp_path / "models"
     )
     assert list(report["class"]) == list(spec.classes)
+    printed = capsys.readouterr().out  # one progress line per class and stage, with elapsed time
+    for stage in (
+        "re-training 2 candidate(s)",
+        "re-training finished",
+        "final training of",
+        "final training finished",
+        "registered version",
+    ):
+        assert all(re.search(rf"s\] {c}: {re.escape(stage)}", printed) for c in spec.classes)
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     versions = {}
     for cls in spec.classes:

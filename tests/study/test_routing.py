@@ -76,6 +76,7 @@ def test_seed_replicas_share_params_and_tell_the_mean_once(space: SearchSpace) -
     order = list(cfgs.values())
     assert [c["class_name"] for c in order] == ["A", "A", "B", "B", "A", "A", "B", "B"]
     assert [c["seed"] for c in order] == [0, 1] * 4
+    assert [c["trial_number"] for c in order] == [1, 2, 1, 2, 3, 4, 3, 4]  # per class, from 1
     for first, second in zip(order[::2], order[1::2]):
         assert first["params"] == second["params"]
         assert first["config_id"] == second["config_id"]
@@ -144,7 +145,7 @@ def test_save_restore_continues_identically(space: SearchSpace, tmp_path: Path) 
         fresh.on_trial_complete(f"t{i}", {METRIC: value})
     for i in range(10, 33):
         a, b = twin.suggest(f"t{i}"), fresh.suggest(f"t{i}")
-        assert a == b, i
+        assert a == b, i  # trial numbers included: the restored searcher keeps counting
         if a != Searcher.FINISHED:
             value = rng.random()
             twin.on_trial_complete(f"t{i}", {METRIC: value})

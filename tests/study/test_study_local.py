@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from ssad.cli import main
 from ssad.config import Config
+from ssad.study.report import short_number
 from ssad.study.runner import run_study
 from ssad.study.spec import load_spec
 
@@ -130,6 +131,10 @@ def test_local_study_records_every_trial(
     runs = trial_runs(client, exp.experiment_id)
     assert len(runs) == total
     assert {r.data.tags["ssad.class"] for r in runs} == set(spec.classes)
+    # trials are named <class>-<number within the class>, in MLflow and in Tune's folder
+    names = {r.info.run_name for r in runs}
+    assert names == {f"{c}-{n:04d}" for c in spec.classes for n in range(1, num_samples + 1)}
+    assert names <= {p.name for p in (spec.storage_path / spec.name).iterdir()}
     counts = check_trial_records(client, spec, parent.info.run_id, runs)
     assert counts["finished"] + counts["stopped"] == total
     assert counts["finished"] >= 1  # the first trial at every rung always continues
@@ -168,6 +173,6 @@ def test_local_study_records_every_trial(
     shown = capsys.readouterr().out
     for cls in spec.classes:
         line = next(ln for ln in shown.splitlines() if ln.strip().startswith(cls))
-        assert f"{board.loc[cls, f'best_{METRIC}']:.3f}" in line
+        assert short_number(board.loc[cls, f"best_{METRIC}"]) in line
     assert f"trials: {total} " in shown
     assert f"#/experiments/{exp.experiment_id}/runs" in shown
