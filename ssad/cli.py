@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -239,6 +240,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from ssad.study.spec import load_spec
 
     spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
+    # MLflow's per-file download bars would break the one-line-per-stage progress
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     failed = None
     try:
         report = promote(

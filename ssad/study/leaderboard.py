@@ -27,6 +27,7 @@ def trials_frame(tracker: StudyTracker, spec: StudySpec) -> pd.DataFrame:
             {
                 "run_id": run.info.run_id,
                 "trial_id": tags.get("ssad.trial_id"),
+                "trial_name": tags.get("ssad.trial_name") or run.info.run_name,
                 "class": tags.get(TAG_CLASS),
                 "config_id": tags.get("ssad.config_id"),
                 "seed": tags.get("ssad.seed"),

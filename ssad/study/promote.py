@@ -21,7 +21,7 @@ import logging
 import math
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class Candidate:
     trial_id: str
     value: float  # mean validation metric over the study's seeds
     params: dict[str, Any]
+    name: str = ""  # the study trial's name (brick-0007), for people
 
 
 def candidates(df: pd.DataFrame, spec: StudySpec, cls: str, top_k: int) -> list[Candidate]:
@@ -77,9 +78,8 @@ def candidates(df: pd.DataFrame, spec: StudySpec, cls: str, top_k: int) -> list[
     out = []
     for cid, value in means.head(top_k).items():
         row = sub[sub["config_id"] == cid].iloc[0]
-        out.append(
-            Candidate(cls, str(cid), str(row["trial_id"]), float(value), json.loads(row["params"]))
-        )
+        params, name = json.loads(row["params"]), str(row.get("trial_name") or "")
+        out.append(Candidate(cls, str(cid), str(row["trial_id"]), float(value), params, name))
     return out
 
 
@@ -259,7 +259,7 @@ def _trainings(
     def submit(cls: str, cand: Candidate, cfg: Config, final: bool) -> None:
         pending[task.remote(cfg.to_dict(), final)] = (cls, cand, cfg, final)
         if final:
-            progress(cls, f"final training of {cand.config_id} started")
+            progress(cls, f"final training of {cand.name or cand.config_id} started")
 
     # a re-trained candidate is judged on its final model's raw validation metric (a moving
     # average over epochs is what ASHA compares, not a property of the final model)
@@ -301,10 +301,10 @@ def _trainings(
             means = {cid: sum(v) / len(v) for cid, v in scores[cls].items()}
             pick = max if spec.mode == "max" else min
             best = pick(plan[cls][0], key=lambda c, m=means: m[c.config_id])
-            chosen = Candidate(
-                cls, best.config_id, best.trial_id, means[best.config_id], best.params
+            chosen = replace(best, value=means[best.config_id])
+            means_text = ", ".join(
+                f"{c.name or c.config_id} {short_number(means[c.config_id])}" for c in plan[cls][0]
             )
-            means_text = ", ".join(f"{cid} {short_number(m)}" for cid, m in means.items())
             progress(cls, f"re-training finished: mean val {metric} {means_text}")
             submit(cls, chosen, _final_config(spec, cls, chosen), True)
 
