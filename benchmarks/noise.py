@@ -152,7 +152,8 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def _pm(stat: tuple[float, float]) -> str:
-    return f"{stat[0]:.3f} ± {stat[1]:.3f}"
+    mean, std = stat
+    return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"  # one seed: no spread
 
 
 def markdown(name: str) -> str:
@@ -180,12 +181,13 @@ def markdown(name: str) -> str:
         ]
         for cls, s in summary.items():
             for label, what in (
-                ("before", "fifo bank, 20-image split"),
-                ("after", "final bank, 75-image split"),
+                ("before", "fifo bank, old split (20 images)"),
+                ("after", "final bank, enlarged split (75 images)"),
                 ("after_ema", f"the same, moving average ({EMA_DECAY})"),
             ):
+                std = s[f"{label}.seed_std_final"]
                 lines.append(
-                    f"| {cls} | {s['seeds']} | {what} | {s[f'{label}.seed_std_final']:.3f} | "
+                    f"| {cls} | {s['seeds']} | {what} | {'n/a' if np.isnan(std) else f'{std:.3f}'} | "
                     f"{s[f'{label}.epoch_jitter']:.3f} | {s[f'{label}.epoch_jitter_max']:.3f} |"
                 )
     return "\n".join(lines)
