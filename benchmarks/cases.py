@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from benchmarks import reference as ref
 from benchmarks.large_bank import bench_large_bank
 from benchmarks.scoring import bench_scoring
-from benchmarks.timing import Timing, check, first_calls, side_by_side
+from benchmarks.timing import check, first_calls, pair_row, side_by_side
 from ssad.config import load_config
 from ssad.data.images import to_tensor
 from ssad.data.pretext import PretextDataset
@@ -32,38 +32,6 @@ from ssad.model import SSADNet
 __all__ = ["BENCHMARKS"]
 
 Row = dict[str, object]
-
-
-def _pair(
-    name: str,
-    *,
-    ours: str,
-    baseline: str,
-    timings: dict[str, Timing],
-    sizes: dict[str, object],
-    equivalent: bool = True,
-    note: str = "",
-    **extra: object,
-) -> Row:
-    o, b = timings[ours], timings[baseline]
-    return {
-        "kind": "pair",
-        "name": name,
-        "ours": ours,
-        "baseline": baseline,
-        "ours_s": o.best_s,
-        "baseline_s": b.best_s,
-        "ratio": b.best_s / o.best_s,
-        "ours_median_s": o.median_s,
-        "baseline_median_s": b.median_s,
-        "ratio_median": b.median_s / o.median_s,
-        "repeat": o.repeat,
-        "calls_per_measurement": {"ours": o.number, "baseline": b.number},
-        "equivalent": equivalent,
-        "sizes": sizes,
-        "note": note,
-        **extra,
-    }
 
 
 # ---- 1. patch map scoring ------------------------------------------------------------------------
@@ -102,7 +70,7 @@ def bench_patch_map(quick: bool) -> list[Row]:
         "model": "SSADNet(fusion_dim=64, head_dims=(64,), embedding_dim=32), random, eval",
     }
     return [
-        _pair(
+        pair_row(
             "patch map scoring",
             ours="patch_score_grid (batched)",
             baseline="one forward per window",
@@ -136,7 +104,7 @@ def bench_knn(quick: bool) -> list[Row]:
     timings = side_by_side(fns, first_s=first_s, repeat=3)
     sizes = {"bank": n_bank, "queries": n_query, "dim": dim, "k": k}
     return [
-        _pair(
+        pair_row(
             "kNN score",
             ours="MemoryBank.score (faiss)",
             baseline=baseline,
@@ -182,7 +150,7 @@ def bench_upsample(quick: bool) -> list[Row]:
     )
     timings = side_by_side(fns, first_s=first_s, repeat=5 if quick else 9)
     rows = [
-        _pair(
+        pair_row(
             "map upsampling",
             ours="upsample_grid",
             baseline="np.interp rows then columns",
@@ -193,7 +161,7 @@ def bench_upsample(quick: bool) -> list[Row]:
     for name in ("cv2.resize per image", "F.interpolate (batched)"):
         diff = float(np.abs(np.asarray(results[name]) - out).max())
         rows.append(
-            _pair(
+            pair_row(
                 "map upsampling",
                 ours="upsample_grid",
                 baseline=name,
@@ -244,7 +212,7 @@ def bench_aupro(quick: bool) -> list[Row]:
     timings = side_by_side(fns, first_s=first_s, repeat=3 if quick else 5)
     sizes = {"images": n, "image_px": size, "anomalous_images": n // 2, "thresholds_loop": steps}
     return [
-        _pair(
+        pair_row(
             "AUPRO",
             ours="metrics.aupro (exact)",
             baseline=name,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.timing import first_calls, side_by_side
+from benchmarks.timing import first_calls, pair_row, side_by_side
 from ssad.memory import HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, MemoryBank, ivf_lists
 
 __all__ = ["bench_large_bank", "clustered_bank", "recall_at_k"]
@@ -71,27 +71,19 @@ def bench_large_bank(quick: bool) -> list[Row]:
     for kind in ("ivf", "hnsw"):
         t = timings[names[kind]]
         recall = recall_at_k(results[names[kind]][1], exact_ids)
+        ours, baseline = f"memory.index={kind} ({settings[kind]})", "memory.index=flat (exact)"
         rows.append(
-            {
-                "kind": "pair",
-                "name": "large bank kNN",
-                "ours": f"memory.index={kind} ({settings[kind]})",
-                "baseline": "memory.index=flat (exact)",
-                "ours_s": t.best_s,
-                "baseline_s": base.best_s,
-                "ratio": base.best_s / t.best_s,
-                "ours_median_s": t.median_s,
-                "baseline_median_s": base.median_s,
-                "ratio_median": base.median_s / t.median_s,
-                "repeat": t.repeat,
-                "calls_per_measurement": {"ours": t.number, "baseline": base.number},
-                "equivalent": True,
-                "sizes": {"bank": n, "queries": n_query, "dim": dim, "k": k},
-                "note": f"approximate: recall@{k} {recall:.4f} vs exact",
-                "recall_at_k": recall,
-                "build_s": build_s[kind],
-                "exact_build_s": build_s["flat"],
-                "targets": {"recall_at_k": 0.99, "speedup": 10.0},
-            }
+            pair_row(
+                "large bank kNN",
+                ours=ours,
+                baseline=baseline,
+                timings={ours: t, baseline: base},
+                sizes={"bank": n, "queries": n_query, "dim": dim, "k": k},
+                note=f"approximate: recall@{k} {recall:.4f} vs exact",
+                recall_at_k=recall,
+                build_s=build_s[kind],
+                exact_build_s=build_s["flat"],
+                targets={"recall_at_k": 0.99, "speedup": 10.0},
+            )
         )
     return rows

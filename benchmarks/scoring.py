@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmarks.timing import check, first_calls, side_by_side
+from benchmarks.timing import check, first_calls, pair_row, side_by_side
 from ssad.bank import build_bank
 from ssad.config import load_config
 from ssad.evaluate import score_images
@@ -39,29 +39,22 @@ def bench_scoring(quick: bool) -> list[dict[str, object]]:
     for out in results.values():
         check(out.maps.shape == (n_test, 128, 128), f"map shape {out.maps.shape}")
     timings = side_by_side(fns, first_s=first_s, repeat=2)
-    o, b = timings["dense scoring"], timings["windows scoring"]
+    dense_s, windows_s = timings["dense scoring"].best_s, timings["windows scoring"].best_s
+    sizes = {
+        "images": n_test,
+        "image_px": 128,
+        "bank": {m: len(bk) for m, bk in banks.items()},
+        "dense_images_per_s": n_test / dense_s,
+        "windows_images_per_s": n_test / windows_s,
+    }
     return [
-        {
-            "kind": "pair",
-            "name": "scoring modes (images/s)",
-            "ours": "dense scoring",
-            "baseline": "windows scoring",
-            "ours_s": o.best_s,
-            "baseline_s": b.best_s,
-            "ratio": b.best_s / o.best_s,
-            "ours_median_s": o.median_s,
-            "baseline_median_s": b.median_s,
-            "ratio_median": b.median_s / o.median_s,
-            "repeat": o.repeat,
-            "calls_per_measurement": {"ours": o.number, "baseline": b.number},
-            "equivalent": False,
-            "sizes": {
-                "images": n_test,
-                "image_px": 128,
-                "bank": {m: len(bk) for m, bk in banks.items()},
-                "dense_images_per_s": n_test / o.best_s,
-                "windows_images_per_s": n_test / b.best_s,
-            },
-            "note": "different methods (quality: README 'The signal'); maps included",
-        }
+        pair_row(
+            "scoring modes (images/s)",
+            ours="dense scoring",
+            baseline="windows scoring",
+            timings=timings,
+            sizes=sizes,
+            equivalent=False,
+            note="different methods (quality: README 'The signal'); maps included",
+        )
     ]

@@ -162,3 +162,36 @@ def machine_info() -> dict[str, object]:
         },
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def pair_row(
+    name: str,
+    *,
+    ours: str,
+    baseline: str,
+    timings: dict[str, Timing],
+    sizes: dict[str, object],
+    equivalent: bool = True,
+    note: str = "",
+    **extra: object,
+) -> dict[str, object]:
+    """One side-by-side result: ``ours`` and ``baseline`` name entries of ``timings``."""
+    o, b = timings[ours], timings[baseline]
+    return {
+        "kind": "pair",
+        "name": name,
+        "ours": ours,
+        "baseline": baseline,
+        "ours_s": o.best_s,
+        "baseline_s": b.best_s,
+        "ratio": b.best_s / o.best_s,
+        "ours_median_s": o.median_s,
+        "baseline_median_s": b.median_s,
+        "ratio_median": b.median_s / o.median_s,
+        "repeat": o.repeat,
+        "calls_per_measurement": {"ours": o.number, "baseline": b.number},
+        "equivalent": equivalent,
+        "sizes": sizes,
+        "note": note,
+        **extra,
+    }

@@ -322,14 +322,11 @@ def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
             continue
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``mlflow server`` (SQLite store, served artifacts) on a free 127.0.0.1 port."""
-    port = free_port()
-    folder = tmp_path / "mlflow-server"
-    folder.mkdir()
-    log = open(folder / "server.log", "wb")  # noqa: SIM115 (closed in teardown)
-    proc = subprocess.Popen(
+def start_mlflow_server(
+    *, port: int, backend_store: str, artifacts: Path, log: Any = subprocess.DEVNULL
+) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1:port (served artifacts, one worker) in its own process group."""
+    return subprocess.Popen(
         [
             str(VENV_BIN / "mlflow"),
             "server",
@@ -338,9 +335,9 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
             "--port",
             str(port),
             "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
+            backend_store,
             "--artifacts-destination",
-            str(folder / "artifacts"),
+            str(artifacts),
             "--workers",
             "1",
         ],
@@ -348,6 +345,21 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+    )
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` (SQLite store, served artifacts) on a free 127.0.0.1 port."""
+    port = free_port()
+    folder = tmp_path / "mlflow-server"
+    folder.mkdir()
+    log = open(folder / "server.log", "wb")  # noqa: SIM115 (closed in teardown)
+    proc = start_mlflow_server(
+        port=port,
+        backend_store=f"sqlite:///{folder / 'server.db'}",
+        artifacts=folder / "artifacts",
+        log=log,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -370,6 +382,7 @@ def study_helpers() -> SimpleNamespace:
         TINY_SPACE=TINY_SPACE,
         write_spec=write_spec,
         free_port=free_port,
+        start_mlflow_server=start_mlflow_server,
         ray_processes=ray_processes,
         kill_procs=kill_procs,
         alive=alive,

@@ -147,35 +147,16 @@ def test_preflight_refuses_a_bad_file_before_launch(
 # ---- MLflow tracking server down at start ------------------------------------------------------
 
 
-def _server(folder: Path, port: int, venv_bin: Path) -> subprocess.Popen:
-    folder.mkdir(exist_ok=True)
-    return subprocess.Popen(
-        [
-            str(venv_bin / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
 @pytest.mark.slow
 def test_mlflow_server_down_at_start(make_spec, tmp_path: Path, study_helpers) -> None:
     """A real server, stopped: `ssad study run` fails at once, naming the URI, before Ray."""
     port = study_helpers.free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _server(tmp_path / "server", port, study_helpers.VENV_BIN)
+    folder = tmp_path / "server"
+    folder.mkdir()
+    server = study_helpers.start_mlflow_server(
+        port=port, backend_store=f"sqlite:///{folder / 'server.db'}", artifacts=folder / "artifacts"
+    )
     try:
         study_helpers.wait_http(f"{uri}/health", 120, server)
     finally:

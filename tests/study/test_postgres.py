@@ -108,26 +108,12 @@ def postgres_server(postgres: str, tmp_path: Path, study_helpers) -> Iterator[st
     """``mlflow server`` on the PostgreSQL store, artifacts served from a local folder."""
     port = study_helpers.free_port()
     log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115 (closed in teardown)
-    proc = subprocess.Popen(
-        [
-            str(study_helpers.VENV_BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            # the driver named: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3
-            postgres.replace("postgresql://", "postgresql+psycopg2://", 1),
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    proc = study_helpers.start_mlflow_server(
+        port=port,
+        # the driver named: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3
+        backend_store=postgres.replace("postgresql://", "postgresql+psycopg2://", 1),
+        artifacts=tmp_path / "artifacts",
+        log=log,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
