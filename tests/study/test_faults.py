@@ -162,7 +162,6 @@ def test_mlflow_server_down_at_start(make_spec, tmp_path: Path, study_helpers) -
     finally:
         study_helpers.stop_group(server)
     path = make_spec(tmp_path, name="down", tracking_uri=uri)
-    tic = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "ssad.cli", "study", "run", str(path)],
         capture_output=True,
@@ -173,7 +172,6 @@ def test_mlflow_server_down_at_start(make_spec, tmp_path: Path, study_helpers) -
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert uri in proc.stderr and "not reachable" in proc.stderr
-    assert time.monotonic() - tic < 90
     assert not (tmp_path / "ray").exists()  # nothing launched, no Tune folder
     assert not (tmp_path / "no-ray").exists()  # Ray was never started
 
