@@ -265,7 +265,9 @@ class Config:
         if m.bank_size < m.k:
             fail("memory.bank_size", f"must be >= memory.k={m.k}, got {m.bank_size}")
         if m.index == "hnsw" and m.backend == "gpu":
-            fail("memory.index", "FAISS has no GPU HNSW index: use memory.index=ivf with backend=gpu")
+            fail(
+                "memory.index", "FAISS has no GPU HNSW index: use memory.index=ivf with backend=gpu"
+            )
         if e.patch_stride < 1:
             fail("eval.patch_stride", "must be >= 1")
         if e.topk < 1:
