@@ -153,6 +153,6 @@ def test_resume_refuses_edits_honours_new_store_keeps_asha(
         later = dict(after[cls])
         for milestone, recorded in rungs:
             assert recorded.items() <= later[milestone].items(), (cls, milestone)
-    assert sum(len(rec) for rungs in after.values() for _, rec in rungs) > sum(
-        len(rec) for rungs in before.values() for _, rec in rungs
-    )
+    # (whether the resumed trials reach a further rung depends on how far they got before the
+    # kill — on an idle machine they may all be past the last milestone — so the guarantee tested
+    # is "nothing lost", above, not "more recorded")
