@@ -173,20 +173,17 @@ class StudyTracker:
             self.launch_id = found[-1].data.tags.get(TAG_LAUNCH) if found else None
         return self.launch_id
 
-    def launch_parent_id(self) -> str | None:
-        """The parent run id of this tracker's launch, or None when the study has none."""
-        launch = self.current_launch()
-        found = [
+    def _launch_parents(self, launch: str | None) -> list:
+        """Parent runs of ``launch`` (all of the study's when None), oldest first."""
+        return [
             r for r in self.parents() if launch is None or r.data.tags.get(TAG_LAUNCH) == launch
         ]
-        return found[-1].info.run_id if found else None
 
-    def start_launch(self) -> str:
-        """A new launch: a new parent run with a new launch id (params logged by parent_run)."""
-        launch = uuid.uuid4().hex[:12]
-        self.client.create_run(
+    def _create_parent(self, launch: str, run_name: str):
+        """A new parent run tagged with ``launch``; it becomes this tracker's launch."""
+        run = self.client.create_run(
             self.experiment_id,
-            run_name=f"study-{self.study}-{launch}",
+            run_name=run_name,
             tags={
                 TAG_STUDY: self.study,
                 TAG_ROLE: "study",
@@ -195,6 +192,17 @@ class StudyTracker:
             },
         )
         self.launch_id = launch
+        return run
+
+    def launch_parent_id(self) -> str | None:
+        """The parent run id of this tracker's launch, or None when the study has none."""
+        found = self._launch_parents(self.current_launch())
+        return found[-1].info.run_id if found else None
+
+    def start_launch(self) -> str:
+        """A new launch: a new parent run with a new launch id (params logged by parent_run)."""
+        launch = uuid.uuid4().hex[:12]
+        self._create_parent(launch, f"study-{self.study}-{launch}")
         return launch
 
     def parent_run(self, *, params: dict[str, Any], artifacts: list[Path]) -> str:
@@ -204,27 +212,14 @@ class StudyTracker:
         first launch. Params and artifacts are logged once, when the run has none yet.
         """
         launch = self.current_launch()
-        found = [
-            r for r in self.parents() if launch is None or r.data.tags.get(TAG_LAUNCH) == launch
-        ]
+        found = self._launch_parents(launch)
         if found:
             run = found[-1]
             self.client.update_run(run.info.run_id, status="RUNNING")
             if run.data.params:
                 return run.info.run_id
         else:
-            launch = launch or uuid.uuid4().hex[:12]
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=f"study-{self.study}",
-                tags={
-                    TAG_STUDY: self.study,
-                    TAG_ROLE: "study",
-                    TAG_LAUNCH: launch,
-                    "ssad.git_sha": git_sha(),
-                },
-            )
-            self.launch_id = launch
+            run = self._create_parent(launch or uuid.uuid4().hex[:12], f"study-{self.study}")
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in params.items()])
         for path in artifacts:
