@@ -184,9 +184,14 @@ def cmd_study_run(args: argparse.Namespace) -> int:
             f"scheduler {spec.scheduler}, resources cpu={spec.cpu} gpu={spec.gpu}, "
             f"concurrency {spec.max_concurrent}"
         )
-        for d in spec.space.dims:
-            rng = d.choices if d.kind == "categorical" else (d.low, d.high)
-            print(f"  {d.key:<34} {d.kind:<12} {rng}")
+        if spec.kind == "ablation":
+            print(f"  variants (baseline {spec.baseline}), {spec.seeds_per_config} seeds each:")
+            for name, over in spec.variants.items():
+                print(f"  {name:<20} {over or '(the base config)'}")
+        else:
+            for d in spec.space.dims:
+                rng = d.choices if d.kind == "categorical" else (d.low, d.high)
+                print(f"  {d.key:<34} {d.kind:<12} {rng}")
         print(
             f"data {spec.data_root}; mlflow {spec.tracking_uri} ({spec.experiment}); storage {spec.storage_path}"
         )
@@ -194,6 +199,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
         return 0
     out = run_study(spec, resume=args.resume, new=args.new, ray_address=args.ray_address)
     _print_board(out["leaderboard"], spec.metric, spec.base.flat())
+    if out["ablation"] is not None:
+        _print_ablation(out["ablation"], spec, spec.metric)
     st = out["stats"]
     print(
         f"trials: {st['trials']} ({st['finished']} finished, {st['stopped']} stopped early, "
@@ -219,6 +226,14 @@ def _print_board(board, metric: str, base: dict) -> None:
     ]
     # the best configuration as the searched keys that differ from the study's base config
     print(readable(board[cols], config_columns={"best_config": base}))
+
+
+def _print_ablation(table, spec, metric: str | None) -> None:
+    from ssad.study.ablation import format_table
+
+    for m in [metric] if metric else spec.metrics:
+        print()
+        print(format_table(table, metric=m, alpha=spec.alpha))
 
 
 def _print_ui_hint(uri: str, experiment_id: str) -> None:
@@ -265,6 +280,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_study_show(args: argparse.Namespace) -> int:
+    from ssad.config import ConfigError
     from ssad.study.leaderboard import leaderboard
     from ssad.study.spec import load_spec
     from ssad.study.tracking import StudyTracker, check_tracking_uri
@@ -273,11 +289,70 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     tracker = StudyTracker(check_tracking_uri(spec.tracking_uri), spec.experiment, spec.name)
     board, stats = leaderboard(tracker, spec)
     _print_board(board, spec.metric, spec.base.flat())
+    if spec.kind == "ablation":
+        from ssad.study.ablation import results_table
+
+        if args.metric and args.metric not in spec.metrics:
+            raise ConfigError(
+                f"--metric {args.metric}: the ablation's metrics are {list(spec.metrics)}"
+            )
+        _print_ablation(results_table(tracker, spec), spec, args.metric)
     print(
         f"trials: {stats['trials']} ({stats['finished']} finished, {stats['stopped']} stopped early, "
         f"{stats['failed']} failed), {stats['trial_seconds'] / 60:.1f} trial-minutes"
     )
     _print_ui_hint(tracker.tracking_uri, tracker.experiment_id)
+    return 0
+
+
+def cmd_study_compare(args: argparse.Namespace) -> int:
+    from ssad.study.ablation import compare_studies, format_table
+    from ssad.study.spec import METRICS, SpecError, load_spec
+    from ssad.study.tracking import StudyTracker, check_tracking_uri
+
+    if args.metric not in METRICS:
+        raise SpecError(f"--metric: choose from {list(METRICS)}, got {args.metric!r}")
+    specs = [load_spec(p) for p in (args.spec_a, args.spec_b)]
+    trackers = [
+        StudyTracker(check_tracking_uri(s.tracking_uri), s.experiment, s.name) for s in specs
+    ]
+    table = compare_studies(trackers[0], specs[0], trackers[1], specs[1], metric=args.metric)
+    print(
+        f"B = {specs[1].name} against A = {specs[0].name}: each study's best configuration per "
+        f"class (its own selection), finished runs re-used, paired by (class, seed)"
+    )
+    print(format_table(table, metric=args.metric))
+    return 0
+
+
+def cmd_dashboard_render(args: argparse.Namespace) -> int:
+    from ssad.study.dashboard import (
+        collect,
+        dashboard_for,
+        load_dashboard,
+        publish,
+        render,
+        study_parent,
+    )
+    from ssad.study.spec import load_spec
+    from ssad.study.tracking import StudyTracker, check_tracking_uri
+
+    spec = load_spec(args.spec)
+    try:  # a bad dashboard file, no records of the study: one line, no traceback
+        dashboards = [load_dashboard(p) for p in args.dashboard or [dashboard_for(spec)]]
+        tracker = StudyTracker(check_tracking_uri(spec.tracking_uri), spec.experiment, spec.name)
+        parent = study_parent(tracker)
+        out = args.out or Path("runs") / "dashboards" / spec.name
+        for dash in dashboards:
+            path = render(dash, collect(tracker, spec, dash), out / f"{dash.name}.html")
+            if not args.no_log:
+                logged = publish(tracker, parent, path, dash.source)
+                print(f"{path}  (logged to run {parent} as {logged})")
+            else:
+                print(path)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -373,9 +448,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a dotted spec key, e.g. --set num_samples=4 or data.root=/data/mvtec",
     )
     run.set_defaults(func=cmd_study_run)
-    show = study.add_parser("show", help="per-class leaderboard of a study")
+    show = study.add_parser(
+        "show", help="per-class leaderboard of a study; an ablation's statistics table"
+    )
     show.add_argument("spec", type=Path)
+    show.add_argument("--metric", help="ablations: print this metric only (default: all)")
     show.set_defaults(func=cmd_study_show)
+    cmp = study.add_parser(
+        "compare",
+        help="compare two finished studies' best configurations (paired by class and seed)",
+    )
+    cmp.add_argument("spec_a", type=Path, help="the reference study (A)")
+    cmp.add_argument("spec_b", type=Path, help="the study compared against it (B)")
+    cmp.add_argument("--metric", default="val_image_auroc", help="default: val_image_auroc")
+    cmp.set_defaults(func=cmd_study_compare)
+
+    dash = sub.add_parser("dashboard", help="study dashboards").add_subparsers(
+        dest="dashboard_command", required=True
+    )
+    dash_render = dash.add_parser(
+        "render", help="render a study's dashboards from its MLflow records (and log them)"
+    )
+    dash_render.add_argument("spec", type=Path)
+    dash_render.add_argument(
+        "--dashboard",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="dashboard YAML (repeatable; default: dashboards/ablation.yaml for an ablation, "
+        "else dashboards/study.yaml)",
+    )
+    dash_render.add_argument(
+        "--out", type=Path, help="folder for the HTML files (default: runs/dashboards/<study>/)"
+    )
+    dash_render.add_argument(
+        "--no-log", action="store_true", help="do not log them to the study's parent run"
+    )
+    dash_render.set_defaults(func=cmd_dashboard_render)
     return parser
 
 

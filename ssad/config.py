@@ -83,7 +83,7 @@ class DefectsConfig:
 
 @dataclass(frozen=True)
 class PretextConfig:
-    classes: Literal[3, 4] = 3  # 4 adds the seed's 'line' defect
+    classes: Literal[2, 3, 4] = 3  # 2: no scars (normal / big); 4 adds the seed's 'line' defect
     mode: Literal["image", "patch"] = "image"
     patch_size: int = 32
     jitter: float = 0.1  # brightness/contrast/saturation strength; hue uses jitter / 2

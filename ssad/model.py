@@ -21,7 +21,7 @@ class SSADNet(nn.Module):
     """Backbone → [GAP(layer2), GAP(layer3), GAP(layer4)] → fusion FC → projection head → z.
 
     Args:
-        num_classes: pretext classes (3: normal / big defect / scar; 4 adds 'line').
+        num_classes: pretext classes (3: normal / big defect / scar; 4 adds 'line'; 2: no scar).
         fusion_dim: width of the fusion layer over the concatenated pooled features (896 → F).
         head_dims: widths of the Linear+BatchNorm+ReLU blocks of the projection head.
         embedding_dim: size D of the embedding stored in the memory bank.

@@ -1,9 +1,10 @@
 """The self-supervised pretext data set: every sample is drawn on the fly.
 
 y = 0 normal (colour jitter only), y = 1 big convex-polygon defect, y = 2 thin rotated scar and,
-with ``pretext.classes: 4``, y = 3 a thin smoothed 'line'. Colour jitter is applied to every sample
-before the defect, so jitter itself carries no label information. In patch mode a random
-``patch_size`` crop is taken first and the patch-mode area ranges apply.
+with ``pretext.classes: 4``, y = 3 a thin smoothed 'line'; ``pretext.classes: 2`` drops the scar
+(an ablation). Colour jitter is applied to every sample before the defect, so jitter itself
+carries no label information. In patch mode a random ``patch_size`` crop is taken first and the
+patch-mode area ranges apply.
 """
 
 from __future__ import annotations

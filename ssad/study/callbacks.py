@@ -18,7 +18,7 @@ from ray.tune import Callback
 
 from ssad.study.record import read_record
 from ssad.study.report import trial_name
-from ssad.study.tracking import TAG_CLASS, TAG_STATUS, StudyTracker, git_sha
+from ssad.study.tracking import TAG_CLASS, TAG_STATUS, TAG_VARIANT, StudyTracker, git_sha
 from ssad.study.trial import resolve_trial_config
 
 __all__ = ["LOGGED", "MlflowTrials", "error_text"]
@@ -79,7 +79,7 @@ class MlflowTrials(Callback):
             launch_id=record.get("launch_id"),
         )
         self.parent_id, self.base = record["parent_id"], record["base"]
-        self.prints, self.max_t = record.get("prints", {}), int(record["max_t"])
+        self.prints = record.get("prints", {})
 
     def __getstate__(self) -> dict[str, Any]:
         return {"exp_dir": self.exp_dir, "sha": self.sha}
@@ -101,6 +101,7 @@ class MlflowTrials(Callback):
                 "ssad.dataset_fingerprint": self.prints.get(tc["class_name"], ""),
                 "ssad.searched": ",".join(sorted(tc["params"])),
                 "ssad.params": json.dumps(tc["params"], sort_keys=True),
+                **({TAG_VARIANT: tc["variant"]} if "variant" in tc else {}),
             }
             self.runs[trial.trial_id] = self.tracker.trial_run(
                 parent_id=self.parent_id, trial_id=trial.trial_id, params=cfg.flat(), tags=tags
@@ -124,7 +125,11 @@ class MlflowTrials(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         done = int((trial.last_result or {}).get("training_iteration", 0))
-        self._finish(trial, "finished" if done >= self.max_t else "stopped")
+        # the trial's own schedule: an ablation's variants may train for fewer epochs
+        cfg = resolve_trial_config(self.base, trial.config).train
+        self._finish(
+            trial, "finished" if done >= cfg.phase1_epochs + cfg.phase2_epochs else "stopped"
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, "failed")

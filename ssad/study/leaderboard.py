@@ -11,13 +11,16 @@ from typing import Any
 import pandas as pd
 
 from ssad.study.spec import StudySpec
-from ssad.study.tracking import TAG_CLASS, TAG_STATUS, StudyTracker
+from ssad.study.tracking import TAG_CLASS, TAG_STATUS, TAG_VARIANT, StudyTracker
 
-__all__ = ["leaderboard", "summary_artifacts", "trials_frame"]
+__all__ = ["best_configs", "comparable", "leaderboard", "summary_artifacts", "trials_frame"]
 
 
-def trials_frame(tracker: StudyTracker, spec: StudySpec) -> pd.DataFrame:
-    """One row per trial run: class, status, metric, seconds, searched params."""
+def trials_frame(
+    tracker: StudyTracker, spec: StudySpec, *, metrics: list[str] | None = None
+) -> pd.DataFrame:
+    """One row per trial run: class, status, the study's metric (and ``metrics``: final values),
+    seconds, searched params."""
     rows = []
     for run in tracker.trial_runs():
         tags, m = run.data.tags, run.data.metrics
@@ -30,10 +33,11 @@ def trials_frame(tracker: StudyTracker, spec: StudySpec) -> pd.DataFrame:
                 "trial_name": tags.get("ssad.trial_name") or run.info.run_name,
                 "class": tags.get(TAG_CLASS),
                 "config_id": tags.get("ssad.config_id"),
+                "variant": tags.get(TAG_VARIANT, ""),
                 "seed": tags.get("ssad.seed"),
                 "status": tags.get(TAG_STATUS, "running"),
                 "epochs": int(m.get("training_iteration", 0)),
-                spec.metric: m.get(spec.metric, math.nan),
+                **{k: m.get(k, math.nan) for k in dict.fromkeys([spec.metric, *(metrics or [])])},
                 "seconds": (end - run.info.start_time) / 1000.0,
                 "config": {k: run.data.params.get(k) for k in searched},
                 "params": tags.get("ssad.params", "{}"),
@@ -42,9 +46,37 @@ def trials_frame(tracker: StudyTracker, spec: StudySpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def comparable(sub: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The trials of one class that may be compared with each other on ``metric``.
+
+    Finished trials, when the class has any; else (a study still running or cut short) the
+    trials that reached the deepest epoch any trial of the class reached, all judged at that
+    same epoch. A trial stopped early at a lower rung never competes with one that ran longer:
+    its early value is not comparable with a later epoch's. Failed trials never compete.
+    """
+    sub = sub[sub[metric].notna() & (sub["status"] != "failed")]
+    if sub.empty:
+        return sub
+    done = sub[sub["status"] == "finished"]
+    return done if len(done) else sub[sub["epochs"] == sub["epochs"].max()]
+
+
+def best_configs(df: pd.DataFrame, spec: StudySpec) -> dict[str, str]:
+    """class → its best configuration id (mean over seeds of comparable trials)."""
+    out = {}
+    for cls in spec.classes:
+        sub = comparable(df[df["class"] == cls], spec.metric) if len(df) else df
+        if len(sub):
+            means = sub.groupby("config_id")[spec.metric].mean()
+            out[cls] = str(means.idxmax() if spec.mode == "max" else means.idxmin())
+    return out
+
+
 def leaderboard(tracker: StudyTracker, spec: StudySpec) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per class: best configuration (mean over its seeds), trials done/stopped/failed, compute."""
+    """Per class: best configuration (mean over its seeds, among comparable trials — see
+    :func:`comparable`), trials done/stopped/failed, compute."""
     df = trials_frame(tracker, spec)
+    best_ids = best_configs(df, spec)
     rows = []
     for cls in spec.classes:
         sub = df[df["class"] == cls] if len(df) else df
@@ -55,11 +87,12 @@ def leaderboard(tracker: StudyTracker, spec: StudySpec) -> tuple[pd.DataFrame, d
         best = math.nan
         config: dict[str, Any] = {}
         run_id = ""
-        if len(sub) and sub[spec.metric].notna().any():
-            by_cfg = sub.groupby("config_id")[spec.metric].mean()
-            cid = by_cfg.idxmax() if spec.mode == "max" else by_cfg.idxmin()
-            best = float(by_cfg[cid])
-            pick = sub[sub["config_id"] == cid].iloc[0]
+        cid = best_ids.get(cls)
+        if cid is not None:
+            pool = comparable(sub, spec.metric)
+            picks = pool[pool["config_id"] == cid]
+            best = float(picks[spec.metric].mean())
+            pick = picks.iloc[0]
             config, run_id = pick["config"], pick["run_id"]
         row[f"best_{spec.metric}"] = best
         row["best_run_id"] = run_id

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ssad.config import Config
-from ssad.study.leaderboard import trials_frame
+from ssad.study import stats
+from ssad.study.leaderboard import comparable, trials_frame
 from ssad.study.report import Progress, config_changes, short_number
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import (
@@ -43,7 +44,7 @@ from ssad.study.tracking import (
 )
 from ssad.study.trial import resolve_trial_config
 
-__all__ = ["Candidate", "PromotionError", "promote", "reseed_offsets"]
+__all__ = ["Candidate", "PromotionError", "promote", "recheck", "reseed_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,13 @@ class Candidate:
     value: float  # mean validation metric over the study's seeds
     params: dict[str, Any]
     name: str = ""  # the study trial's name (brick-0007), for people
+    recheck: str = ""  # the top-k x seeds re-check: each candidate's mean ± CI, and separability
 
 
 def candidates(df: pd.DataFrame, spec: StudySpec, cls: str, top_k: int) -> list[Candidate]:
-    """The class's top-k configurations by mean validation metric (finished or stopped trials)."""
-    sub = df[(df["class"] == cls) & df[spec.metric].notna()]
+    """The class's top-k configurations by mean validation metric over comparable trials
+    (finished ones; see :func:`ssad.study.leaderboard.comparable`)."""
+    sub = comparable(df[df["class"] == cls], spec.metric)
     if sub.empty:
         raise SpecError(
             f"{spec.path}: class {cls}: the study has no trial with {spec.metric} to promote"
@@ -264,13 +267,13 @@ def _trainings(
     # a re-trained candidate is judged on its final model's raw validation metric (a moving
     # average over epochs is what ASHA compares, not a property of the final model)
     metric = spec.metric.removeprefix("val_").removesuffix("_ema")
-    scores: dict[str, dict[str, list[float]]] = {}
+    scores: dict[str, dict[str, dict[int, float]]] = {}  # class → config → seed → value
     waiting: dict[str, int] = {}
     for cls, (cands, _) in plan.items():
         if seeds == 1 and top_k == 1:
             submit(cls, cands[0], _final_config(spec, cls, cands[0]), True)
             continue
-        scores[cls] = {c.config_id: [] for c in cands}
+        scores[cls] = {c.config_id: {} for c in cands}
         progress(cls, f"re-training {len(cands)} candidate(s) x {seeds} seed(s) started")
         for cand in cands:
             for s in reseed_offsets(spec, seeds):
@@ -295,18 +298,45 @@ def _trainings(
             progress(cls, f"final training finished: val {metric} {short_number(value)}")
             yield cls, cand, cfg, out
             continue
-        scores[cls][cand.config_id].append(float(out["result"]["val"][metric]))
+        scores[cls][cand.config_id][cfg.train.seed] = float(out["result"]["val"][metric])
         waiting[cls] -= 1
         if waiting[cls] == 0 and cls not in failed:
-            means = {cid: sum(v) / len(v) for cid, v in scores[cls].items()}
-            pick = max if spec.mode == "max" else min
-            best = pick(plan[cls][0], key=lambda c, m=means: m[c.config_id])
-            chosen = replace(best, value=means[best.config_id])
-            means_text = ", ".join(
-                f"{c.name or c.config_id} {short_number(means[c.config_id])}" for c in plan[cls][0]
-            )
-            progress(cls, f"re-training finished: mean val {metric} {means_text}")
-            submit(cls, chosen, _final_config(spec, cls, chosen), True)
+            best, text = recheck(plan[cls][0], scores[cls], mode=spec.mode)
+            progress(cls, f"re-training finished: val {metric} {text}")
+            submit(cls, best, _final_config(spec, cls, best), True)
+
+
+def recheck(
+    cands: list[Candidate], scores: dict[str, dict[int, float]], *, mode: str = "max"
+) -> tuple[Candidate, str]:
+    """The re-check's winner (best mean over the re-seeds) and what a person should know.
+
+    Each candidate's mean ± std and 95 % CI over the same seeds; the winner against the
+    runner-up as a paired comparison over those seeds (:func:`ssad.study.stats.paired`):
+    "separable" when the difference is significant at 0.05, else the pick is within the noise.
+    """
+    summary = {c.config_id: stats.describe(list(scores[c.config_id].values())) for c in cands}
+    ranked = sorted(cands, key=lambda c: summary[c.config_id].mean, reverse=mode == "max")
+    best = ranked[0]
+    parts = [
+        f"{c.name or c.config_id} {short_number(s.mean)} ± {short_number(s.std)} "
+        f"[{short_number(s.ci_low)}, {short_number(s.ci_high)}]"
+        for c in ranked
+        for s in [summary[c.config_id]]
+    ]
+    text = "; ".join(parts)
+    if len(ranked) > 1:
+        a, b = scores[best.config_id], scores[ranked[1].config_id]
+        seeds = sorted(set(a) & set(b))
+        pr = stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
+        ok = math.isfinite(pr.p) and pr.p < stats.ALPHA
+        p = "–" if not math.isfinite(pr.p) else f"{pr.p:.3g}"
+        text += (
+            f" — winner {'separable' if ok else 'NOT separable'} from the runner-up "
+            f"(diff {pr.diff:+.4f} [{pr.diff_ci_low:+.4f}, {pr.diff_ci_high:+.4f}], "
+            f"{pr.test} p={p}, {pr.pairs} seeds)"
+        )
+    return replace(best, value=summary[best.config_id].mean, recheck=text), text
 
 
 def _register(
@@ -378,6 +408,7 @@ def _register(
         "version": version,
         "config": str(config_path),
         "changed_from_base": json.dumps(diff, default=str),
+        "recheck": cand.recheck,
     }
 
 

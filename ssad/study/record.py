@@ -69,6 +69,13 @@ def spec_fields(spec: StudySpec) -> dict[str, Any]:
             **({"choices": _plain(d.choices)} if d.kind == "categorical" else {}),
             **({"low": d.low, "high": d.high} if d.kind != "categorical" else {}),
         }
+    if spec.kind == "ablation":  # a resume may not change what a variant means
+        out["kind"] = spec.kind
+        out["baseline"] = spec.baseline
+        out["metrics"] = list(spec.metrics)
+        out["alpha"] = spec.alpha
+        for name, over in spec.variants.items():
+            out[f"variants.{name}"] = _plain(over)
     for key, value in flatten(spec.final.get("overrides", {}) or {}, source="final").items():
         out[f"final.overrides.{key}"] = _plain(value)
     return json.loads(json.dumps(out, sort_keys=True, default=str))

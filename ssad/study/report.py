@@ -35,13 +35,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")  # Tune strips '/()<>:"\|?*' from fold
 
 
 def trial_name(trial: Any) -> str:
-    """``<class>-<4-digit number>`` from a Tune trial's config; the trial id when unnumbered.
+    """``<class>-<4-digit number>`` from a Tune trial's config; the trial id when unnumbered;
+    ``<class>-<variant>-s<seed>`` for an ablation's trial.
 
     Used as Tune's ``trial_name_creator`` and ``trial_dirname_creator``: the live table, the
     trial's folder and its MLflow run carry the same name.
     """
     config = getattr(trial, "config", None) or {}
     cls = _UNSAFE.sub("_", str(config.get("class_name", "trial")))
+    if "variant" in config:  # an ablation trial: brick-fifo-s2
+        return f"{cls}-{_UNSAFE.sub('_', str(config['variant']))}-s{int(config.get('seed', 0))}"
     number = config.get(TRIAL_NUMBER)
     return f"{cls}-{int(number):04d}" if number is not None else f"{cls}-{trial.trial_id}"
 

@@ -61,6 +61,9 @@ class define_by_run:
                 trial.suggest_float(d.key, low, high, log=d.kind == "logfloat")
 
 
+_VARIANT = "\0variant"  # an ablation point's variant name, beside its overrides
+
+
 class _Grid:
     """Grid 'sampler' with the suggest / on_trial_complete shape of a Tune searcher."""
 
@@ -80,7 +83,8 @@ class _Grid:
 
 
 class ClassRoutedSearcher(Searcher):
-    """Round-robin over classes; per class an Optuna TPE searcher (seeded) or a grid.
+    """Round-robin over classes; per class an Optuna TPE searcher (seeded), a grid, or an
+    ablation's variants (each trial config then also carries ``"variant": name``).
 
     Trial configs look like ``{"class_name": c, "seed": s, "config_id": id, "params": {...},
     "trial_number": n}``; ``n`` counts the class's trials from 1 in the order they are handed out
@@ -98,13 +102,16 @@ class ClassRoutedSearcher(Searcher):
         seed: int,
         metric: str,
         mode: str,
+        variants: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.classes = list(classes)
         self.configs_per_class, self.seeds_per_config = configs_per_class, seeds_per_config
         self.subs: dict[str, Any] = {}
         for i, c in enumerate(self.classes):
-            if kind == "grid":
+            if kind == "ablation":  # every variant, in the spec's order (baseline first)
+                self.subs[c] = _Grid([{_VARIANT: n, **o} for n, o in (variants or {}).items()])
+            elif kind == "grid":
                 self.subs[c] = _Grid(space.grid())
             else:
                 sampler = optuna.samplers.TPESampler(
@@ -140,8 +147,9 @@ class ClassRoutedSearcher(Searcher):
             self.suggested[cls] += 1
             config_id = trial_id
             self.results[config_id] = {}
+            extra = {"variant": params.pop(_VARIANT)} if _VARIANT in params else {}
             replicas = [
-                {"class_name": cls, "seed": s, "config_id": config_id, "params": params}
+                {"class_name": cls, "seed": s, "config_id": config_id, "params": params, **extra}
                 for s in range(self.seeds_per_config)
             ]
             cfg, self.pending = replicas[0], self.pending + replicas[1:]

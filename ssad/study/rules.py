@@ -13,6 +13,7 @@ __all__ = [
     "SCHEDULE_KEYS",
     "SELECTION_KEYS",
     "TRIAL_KEYS",
+    "ablation_refusal",
     "base_override_refusal",
     "final_override_refusal",
     "name_refusal",
@@ -57,6 +58,13 @@ def search_refusal(key: str) -> str | None:
             "in separate studies)"
         )
     return None
+
+
+def ablation_refusal(key: str) -> str | None:
+    """Why an ablation variant cannot set ``key``: its trials must be judged on the same images
+    with the same seeds (schedules may differ: an ablation has no early stopping)."""
+    why = SELECTION_KEYS.get(key) or TRIAL_KEYS.get(key)
+    return f"a variant cannot set it: {why}" if why else None
 
 
 def base_override_refusal(key: str) -> str | None:

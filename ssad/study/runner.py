@@ -24,7 +24,7 @@ from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import StudyTracker, check_tracking_uri
 from ssad.study.trial import load_state, resolve_trial_config, run_trial
 
-__all__ = ["check_resources", "preflight", "run_study", "synthetic_root"]
+__all__ = ["check_resources", "default_dashboard", "preflight", "run_study", "synthetic_root"]
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def run_study(
     from ray.tune.schedulers import FIFOScheduler
 
     from ssad.study.callbacks import MlflowTrials
-    from ssad.study.dashboard import DEFAULT_DASHBOARD, log_dashboard
+    from ssad.study.dashboard import log_dashboard
     from ssad.study.leaderboard import leaderboard, summary_artifacts
     from ssad.study.routing import (
         ClassRoutedScheduler,
@@ -211,7 +211,10 @@ def run_study(
         "max_concurrent": spec.max_concurrent,
         "space": Path(spec.space.source).name,
     }
-    parent_id = tracker.parent_run(params=params, artifacts=[spec.path, Path(spec.space.source)])
+    if spec.kind == "ablation":
+        params.update(kind="ablation", baseline=spec.baseline, variants=",".join(spec.variants))
+    sources = {spec.path, Path(spec.space.source).resolve()}  # an ablation's space is its spec
+    parent_id = tracker.parent_run(params=params, artifacts=sorted(sources))
     base = spec.base
     # Where and what the MLflow callback logs, read by it when Tune sets it up: a restored
     # experiment logs to the tracking store named now (a resume may change only that).
@@ -242,6 +245,7 @@ def run_study(
             seed=spec.searcher_seed,
             metric=spec.metric,
             mode=spec.mode,
+            variants=spec.variants,
         )
         if spec.scheduler == "asha":
             make = asha_factory(
@@ -285,8 +289,14 @@ def run_study(
     stats["parallel_efficiency"] = (
         stats["trial_seconds"] / (wall * spec.max_concurrent) if wall else 0.0
     )
+    table = None
+    if spec.kind == "ablation":
+        from ssad.study.ablation import log_results, results_table
+
+        table = results_table(tracker, spec)
+        log_results(tracker, parent_id, table, spec)
     try:
-        log_dashboard(tracker, parent_id, DEFAULT_DASHBOARD, spec)
+        log_dashboard(tracker, parent_id, default_dashboard(spec), spec)
     except (ValueError, OSError) as exc:  # a broken dashboard must not fail a finished study
         log.warning("dashboard not rendered: %s", exc)
     summary_artifacts(tracker, parent_id, board, stats)
@@ -298,4 +308,14 @@ def run_study(
         "experiment_id": tracker.experiment_id,
         "parent_run_id": parent_id,
         "tracking_uri": spec.tracking_uri,
+        "ablation": table,
     }
+
+
+def default_dashboard(spec: StudySpec) -> Path:
+    """``dashboards/ablation.yaml`` for an ablation, ``dashboards/study.yaml`` for a search."""
+    from ssad.study.dashboard import DEFAULT_DASHBOARD
+
+    name = "ablation.yaml" if spec.kind == "ablation" else DEFAULT_DASHBOARD.name
+    path = DEFAULT_DASHBOARD.with_name(name)
+    return path if path.is_file() else DEFAULT_DASHBOARD

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from ssad.config import PRESETS, Config, ConfigError, flatten, read_yaml_mapping
 from ssad.study.rules import (
+    ablation_refusal,
     base_override_refusal,
     final_override_refusal,
     name_refusal,
@@ -195,7 +196,7 @@ class StudySpec:
     synthetic_seed: int
     base: Config  # preset + overrides applied; data.root set
     space: SearchSpace
-    searcher: Literal["optuna", "grid"] = "optuna"
+    searcher: Literal["optuna", "grid", "ablation"] = "optuna"
     searcher_seed: int = 0
     scheduler: Literal["asha", "none"] = "asha"
     grace_period: int = 2
@@ -214,13 +215,26 @@ class StudySpec:
     storage_path: Path = Path("runs/ray")
     final: dict[str, Any] = field(default_factory=dict)  # promotion overrides
     raw: dict[str, Any] = field(default_factory=dict)
+    # kind "ablation": named override sets run over every class x seed, compared to a baseline
+    kind: Literal["search", "ablation"] = "search"
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → dotted overrides
+    baseline: str = ""
+    metrics: tuple[str, ...] = ()  # ablation: the metrics of its table (``metric`` first)
+    alpha: float = 0.05  # ablation: family-wise error rate of the verdicts (Holm)
 
     @property
     def max_epochs(self) -> int:
         return self.base.train.phase1_epochs + self.base.train.phase2_epochs
 
     def configs_per_class(self) -> int:
+        if self.kind == "ablation":
+            return len(self.variants)
         return len(self.space.grid()) if self.searcher == "grid" else self.num_samples
+
+    def variant_epochs(self, overrides: dict[str, Any]) -> int:
+        """Epochs of a trial with ``overrides`` (an ablation's variants may change them)."""
+        cfg = self.base.with_overrides(overrides) if overrides else self.base
+        return cfg.train.phase1_epochs + cfg.train.phase2_epochs
 
     def trials_per_class(self) -> int:
         return self.configs_per_class() * self.seeds_per_config
@@ -248,7 +262,13 @@ _SPEC_KEYS = {
     "mlflow",
     "storage_path",
     "final",
+    "kind",
 }
+# An ablation spec has variants instead of a search: these keys belong to searches only, and the
+# ablation keys to ablations only.
+_SEARCH_ONLY = {"search_space", "searcher", "scheduler", "num_samples", "seeds_per_config"}
+_ABLATION_ONLY = {"variants", "baseline", "seeds", "metrics", "alpha"}
+ABLATION_METRICS = ("val_image_auroc", "val_pixel_auroc", "val_aupro")
 
 
 def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> StudySpec:
@@ -261,9 +281,18 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
     if overrides:
         for key, value in overrides.items():
             _set_spec_key(raw, key, value, src)
-    unknown = set(raw) - _SPEC_KEYS
+    kind = raw.get("kind", "search")
+    if kind not in ("search", "ablation"):
+        raise SpecError(f"{src}: kind: search | ablation, got {kind!r}")
+    known = (_SPEC_KEYS | _ABLATION_ONLY) - _SEARCH_ONLY if kind == "ablation" else _SPEC_KEYS
+    unknown = set(raw) - known
     if unknown:
-        raise SpecError(f"{src}: unknown key(s) {sorted(unknown)}; known: {sorted(_SPEC_KEYS)}")
+        hint = ""
+        if unknown & (_SEARCH_ONLY | _ABLATION_ONLY):
+            hint = f" ({sorted(unknown)} belong to kind {'search' if kind == 'ablation' else 'ablation'} specs)"
+        raise SpecError(
+            f"{src}: unknown key(s) {sorted(unknown)} for kind {kind}{hint}; known: {sorted(known)}"
+        )
 
     def get(section: dict, key: str, typ, default, where: str):
         value = section.get(key, default)
@@ -326,22 +355,28 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
     base = base.with_overrides(flatten(base_over, source=src), source=f"{src}: base.overrides")
     if data_root != "synthetic":  # the synthetic root is generated (and set) by the runner
         base = base.with_overrides({"data.root": str(Path(data_root).expanduser().resolve())})
-    space_file = raw.get("search_space")
-    if not isinstance(space_file, str):
-        raise SpecError(f"{src}: search_space: expected a path to a search space YAML")
-    space_path = (path.parent / space_file).resolve()
-    if not space_path.is_file():
-        raise SpecError(f"{src}: search_space: file not found: {space_path}")
-    space = load_search_space(space_path, base=base)
-    searcher = get(srch, "type", str, "optuna", "searcher.")
-    if searcher not in ("optuna", "grid"):
-        raise SpecError(f"{src}: searcher.type: optuna | grid, got {searcher!r}")
+    ablation: dict[str, Any] = {}
+    if kind == "ablation":
+        ablation = _load_variants(raw, base, src)
+        space = ablation.pop("space")
+        searcher = "ablation"
+    else:
+        space_file = raw.get("search_space")
+        if not isinstance(space_file, str):
+            raise SpecError(f"{src}: search_space: expected a path to a search space YAML")
+        space_path = (path.parent / space_file).resolve()
+        if not space_path.is_file():
+            raise SpecError(f"{src}: search_space: file not found: {space_path}")
+        space = load_search_space(space_path, base=base)
+        searcher = get(srch, "type", str, "optuna", "searcher.")
+        if searcher not in ("optuna", "grid"):
+            raise SpecError(f"{src}: searcher.type: optuna | grid, got {searcher!r}")
     if searcher == "grid":
         try:
             space.grid()  # raises for continuous dimensions
         except SpecError as exc:
             raise SpecError(f"{src}: searcher.type: grid: {space.source}: {exc}") from None
-    scheduler = get(sched, "type", str, "asha", "scheduler.")
+    scheduler = get(sched, "type", str, "asha" if kind == "search" else "none", "scheduler.")
     if scheduler not in ("asha", "none"):
         raise SpecError(f"{src}: scheduler.type: asha | none, got {scheduler!r}")
     metric = get(raw, "metric", str, "val_image_auroc", "")
@@ -366,7 +401,9 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
         metric=metric,
         mode=mode,
         num_samples=get(raw, "num_samples", int, 8, ""),
-        seeds_per_config=get(raw, "seeds_per_config", int, 1, ""),
+        seeds_per_config=get(raw, "seeds", int, 3, "")
+        if kind == "ablation"
+        else get(raw, "seeds_per_config", int, 1, ""),
         cpu=get(res, "cpu", float, 1.0, "resources."),
         gpu=get(res, "gpu", float, 0.0, "resources."),
         max_concurrent=get(raw, "max_concurrent", int, 2, ""),
@@ -377,7 +414,16 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
         storage_path=Path(get(raw, "storage_path", str, "runs/ray", "")).expanduser().resolve(),
         final=section("final"),
         raw=raw,
+        kind=kind,
+        **ablation,
     )
+    if kind == "ablation":
+        if spec.metric not in spec.metrics:
+            raise SpecError(
+                f"{src}: metric: {spec.metric!r} must be one of metrics {list(spec.metrics)}"
+            )
+        if not 0 < spec.alpha < 1:
+            raise SpecError(f"{src}: alpha: must be in (0, 1), got {spec.alpha}")
     _check_numbers(spec, src)
     if spec.scheduler == "asha" and spec.grace_period <= spec.base.train.phase1_epochs:
         log.warning(
@@ -388,6 +434,69 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
             spec.base.train.phase1_epochs,
         )
     return spec
+
+
+def _load_variants(raw: dict[str, Any], base: Config, src: str) -> dict[str, Any]:
+    """An ablation's variants, baseline and metrics; the space holds every value they set."""
+    variants = raw.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise SpecError(f"{src}: variants: expected a mapping of variant name → dotted overrides")
+    baseline = raw.get("baseline", "baseline")
+    if not isinstance(baseline, str):
+        raise SpecError(f"{src}: baseline: expected a variant name, got {baseline!r}")
+    out: dict[str, dict[str, Any]] = {}
+    if baseline not in variants:
+        out[baseline] = {}  # the base config itself
+    seen: dict[str, str] = {}
+    for name, over in variants.items():
+        where = f"{src}: variants.{name}"
+        why = name_refusal(str(name))
+        if why:
+            raise SpecError(f"{where}: {why}")
+        if over is None:
+            over = {}
+        if not isinstance(over, dict):
+            raise SpecError(f"{where}: expected a mapping of dotted config keys")
+        flat = flatten(over, source=where)
+        for key in flat:
+            why = ablation_refusal(key)
+            if why:
+                raise SpecError(f"{where}: {key}: {why}")
+        try:  # unknown keys and bad values, named
+            resolved = base.with_overrides(flat, source=where).to_dict()
+        except ConfigError as exc:
+            raise SpecError(str(exc)) from None
+        twin = seen.get(repr(resolved))
+        if twin is not None:
+            log.warning("%s: variant %s resolves to the same config as %s", src, name, twin)
+        seen[repr(resolved)] = str(name)
+        out[str(name)] = flat
+    if baseline in variants:  # the baseline first
+        out = {baseline: out[baseline], **{k: v for k, v in out.items() if k != baseline}}
+    if len(out) < 2:
+        raise SpecError(
+            f"{src}: variants: an ablation needs at least one variant besides {baseline!r}"
+        )
+    metrics = raw.get("metrics", list(ABLATION_METRICS))
+    if not isinstance(metrics, list) or not metrics or any(m not in METRICS for m in metrics):
+        raise SpecError(f"{src}: metrics: a non-empty list from {list(METRICS)}, got {metrics!r}")
+    alpha = raw.get("alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise SpecError(f"{src}: alpha: expected a number, got {alpha!r}")
+    flat_base = base.flat()
+    keys = sorted({k for over in out.values() for k in over})
+    dims = []
+    for key in keys:
+        values = [over.get(key, flat_base[key]) for over in out.values()]
+        choices = tuple(dict.fromkeys(tuple(v) if isinstance(v, list) else v for v in values))
+        dims.append(Dimension(key, "categorical", choices=choices))
+    return {
+        "space": SearchSpace(tuple(dims), source=src),
+        "variants": out,
+        "baseline": baseline,
+        "metrics": tuple(metrics),
+        "alpha": float(alpha),
+    }
 
 
 def _check_numbers(spec: StudySpec, src: str) -> None:
