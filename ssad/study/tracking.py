@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL, TAG_CLASS = "ssad.study", "ssad.role", "ssad.trial_id", "ssad.class"
 TAG_STATUS, TAG_LAUNCH = "ssad.status", "ssad.launch_id"
+# The experiment kind MLflow 3 keeps for its UI: classic model training, not GenAI (the UI's
+# ExperimentKind.CUSTOM_MODEL_DEVELOPMENT; the other values: genai_development, finetuning, ...).
+TAG_EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
 CHAMPION = "champion"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -111,8 +114,15 @@ def check_tracking_uri(uri: str) -> str:
 
 
 def runs_table_url(ui: str, experiment_id: str) -> str:
-    """Deep link to the training-runs table (MLflow 3 otherwise opens its GenAI view)."""
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    """Deep link to the training-runs table, every trial run listed.
+
+    MLflow 3.17's UI picks GenAI or model-training navigation from a global switch (the URL's
+    ``workflowType``, else the browser's last choice, GenAI by default), not from the
+    experiment's kind tag. Its runs table folds nested runs under their parent (trials hidden
+    until a click) while sorted by date, so the link sorts by run name: one flat list.
+    """
+    query = "workflowType=machine_learning&orderByKey=tags.%60mlflow.runName%60&orderByAsc=true"
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 class StudyTracker:
@@ -139,15 +149,30 @@ class StudyTracker:
 
     @property
     def experiment_id(self) -> str:
+        """The study's experiment, created on first use, tagged as a model-training experiment.
+
+        ``mlflow.experimentKind = custom_model_development`` tells MLflow 3's UI it holds
+        training runs, not GenAI traces; an experiment created before the tag (an old study)
+        gets it here, a kind already set is kept. (MLflow 3.17's UI navigation follows its global
+        GenAI / Model training switch instead: :func:`runs_table_url` sets that.)
+        """
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is not None:
+            if exp.tags.get(TAG_EXPERIMENT_KIND) is None:
+                self.client.set_experiment_tag(
+                    exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING
+                )
             return exp.experiment_id
         location = None
         if self.tracking_uri.startswith("sqlite:///"):
             # Artifacts beside the database, not in ./mlruns of whatever the working directory is.
             db = Path(self.tracking_uri[len("sqlite:///") :])
             location = (db.parent / "mlartifacts").resolve().as_uri()
-        return self.client.create_experiment(self.experiment, artifact_location=location)
+        return self.client.create_experiment(
+            self.experiment,
+            artifact_location=location,
+            tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING},
+        )
 
     # ---- runs ------------------------------------------------------------------------------------
     def _find(self, filter_string: str) -> list:

@@ -1,4 +1,5 @@
-"""Study fixtures: a tiny data set, tiny spec files, free ports, Ray process hygiene, MLflow server.
+"""Study fixtures: a tiny data set, tiny spec files, free ports, Ray process hygiene, MLflow server,
+headless Chromium.
 
 Every Ray instance a test starts gets its own short ``RAY_TMPDIR``: its sessions, sockets and
 ``ray_current_cluster`` file stay out of ``/tmp/ray``, so other Ray users on the machine never
@@ -370,6 +371,93 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+# ---- headless browser ---------------------------------------------------------------------------
+SCREENSHOTS = REPO / "runs" / "ci-artifacts" / "screenshots"  # runs/ is gitignored; CI keeps it
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+
+
+def chromium_binary() -> str | None:
+    """The first of ``chromium``, ``chromium-browser`` on PATH, or None."""
+    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+
+
+class Browser:
+    """Headless Chromium from the command line: one fresh profile and process group per call."""
+
+    def __init__(self, binary: str, *, window: tuple[int, int] = (1400, 1000)) -> None:
+        self.binary, self.window = binary, window
+
+    def _run(self, target: str | Path, extra: list[str], budget_ms: int, timeout: float) -> str:
+        url = target.resolve().as_uri() if isinstance(target, Path) else target
+        with tempfile.TemporaryDirectory(prefix="ssad-chromium-") as profile:
+            proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--hide-scrollbars",
+                    f"--user-data-dir={profile}",  # no state (localStorage) from an earlier call
+                    f"--window-size={self.window[0]},{self.window[1]}",
+                    f"--virtual-time-budget={budget_ms}",
+                    *extra,
+                    url,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                stop_group(proc, timeout=5)
+                raise TimeoutError(f"chromium on {url}: no result after {timeout}s") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"chromium on {url} exited with {proc.returncode}: {err[-2000:]}")
+        return out
+
+    def dump_dom(self, target: str | Path, *, budget_ms: int = 15000, timeout: float = 60) -> str:
+        """The DOM of a URL (or a local file) after ``budget_ms`` of virtual time, as HTML."""
+        return self._run(target, ["--dump-dom"], budget_ms, timeout)
+
+    def screenshot(
+        self, target: str | Path, out_png: Path, *, budget_ms: int = 15000, timeout: float = 60
+    ) -> Path:
+        """A PNG of a URL (or a local file) at the window size, after ``budget_ms`` virtual time."""
+        self.capture(target, out_png, budget_ms=budget_ms, timeout=timeout)
+        return out_png
+
+    def capture(
+        self, target: str | Path, out_png: Path, *, budget_ms: int = 15000, timeout: float = 60
+    ) -> str:
+        """Both at once, of the same page load: writes the PNG, returns the DOM."""
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        out_png.unlink(missing_ok=True)
+        dom = self._run(
+            target, ["--dump-dom", f"--screenshot={out_png.resolve()}"], budget_ms, timeout
+        )
+        if not out_png.is_file():
+            raise RuntimeError(f"chromium wrote no screenshot of {target} to {out_png}")
+        return dom
+
+
+@pytest.fixture(scope="session")
+def browser() -> Browser:
+    """Headless Chromium (:class:`Browser`: ``dump_dom(url)``, ``screenshot(url, png)``).
+
+    Skips when none is installed (Debian: ``apt-get install chromium``; .ci/run installs it).
+    """
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip(
+            f"no Chromium ({' or '.join(CHROMIUM_NAMES)}) on PATH: apt-get install chromium"
+        )
+    return Browser(binary)
+
+
 @pytest.fixture(scope="session")
 def study_helpers() -> SimpleNamespace:
     """The helpers and constants above, for test modules (tests/ is not a package)."""
@@ -391,4 +479,5 @@ def study_helpers() -> SimpleNamespace:
         ray_env=ray_env,
         wait_http=wait_http,
         stop_group=stop_group,
+        SCREENSHOTS=SCREENSHOTS,
     )
