@@ -54,7 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL, TAG_CLASS = "ssad.study", "ssad.role", "ssad.trial_id", "ssad.class"
-TAG_STATUS, TAG_LAUNCH = "ssad.status", "ssad.launch_id"
+TAG_STATUS, TAG_LAUNCH, TAG_VARIANT = "ssad.status", "ssad.launch_id", "ssad.variant"
 # The experiment kind MLflow 3 keeps for its UI: classic model training, not GenAI (the UI's
 # ExperimentKind.CUSTOM_MODEL_DEVELOPMENT; the other values: genai_development, finetuning, ...).
 TAG_EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
