@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import math
 import os
 import tempfile
@@ -65,6 +66,8 @@ __all__ = [
     "render",
     "study_parent",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "study.yaml"
 ABLATION_DASHBOARD = DEFAULT_DASHBOARD.with_name("ablation.yaml")
@@ -656,8 +659,9 @@ def _optuna_history(data: DashboardData, panel: Panel, cls: str) -> plt.Figure:
     from optuna.visualization.matplotlib import plot_optimization_history
 
     metric = panel.metric or data.metric
-    with _quiet_optuna():
-        ax = plot_optimization_history(study, target_name=metric)
+    ax = _draw(lambda: plot_optimization_history(study, target_name=metric))
+    if isinstance(ax, str):
+        return _note(*plt.subplots(figsize=(4, 3)), ax)
     ax.set_xlabel(f"trial ({_trials_word(panel)}, in start order)")
     ax.legend(loc="best", fontsize=7)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -678,8 +682,9 @@ def _optuna_importance(data: DashboardData, panel: Panel, cls: str) -> plt.Figur
 
     metric = panel.metric or data.metric
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-    with _quiet_optuna():
-        ax = plot_param_importances(study, evaluator=evaluator, target_name=metric)
+    ax = _draw(lambda: plot_param_importances(study, evaluator=evaluator, target_name=metric))
+    if isinstance(ax, str):
+        return _note(*plt.subplots(figsize=(4, 3)), ax)
     if ax.get_legend() is not None:
         ax.get_legend().remove()
     ax.set(xlabel=f"fANOVA importance over {len(study.trials)} {_trials_word(panel)} trials")
@@ -707,8 +712,9 @@ def _optuna_parallel(data: DashboardData, panel: Panel, cls: str) -> plt.Figure:
             params = [k for k in searched if len({t.params.get(k) for t in study.trials}) > 1]
             params = (params or searched)[: panel.top_n]
     metric = panel.metric or data.metric
-    with _quiet_optuna():
-        ax = plot_parallel_coordinate(study, params=params, target_name=metric)
+    ax = _draw(lambda: plot_parallel_coordinate(study, params=params, target_name=metric))
+    if isinstance(ax, str):
+        return _note(*plt.subplots(figsize=(4, 3)), ax)
     for other in ax.figure.axes:  # the objective's, one per param, the colour bar's
         _plain(other)
     fig = ax.figure  # twin axes per param and a colour bar: a fixed layout, not a constrained one
@@ -780,6 +786,20 @@ def _param_value(text: Any, dist: Any) -> Any:
     if not dist.low <= value <= dist.high:
         raise ValueError(f"{text!r} is outside [{dist.low}, {dist.high}]")
     return value
+
+
+def _draw(plot: Callable[[], plt.Axes]) -> plt.Axes | str:
+    """An Optuna plot's axes, or a note's text when the (experimental) plot fails: one panel must
+    not cost the study its dashboard."""
+    before = set(plt.get_fignums())
+    try:
+        with _quiet_optuna():
+            return plot()
+    except Exception as exc:
+        log.warning("optuna plot failed: %s", exc, exc_info=True)
+        for num in set(plt.get_fignums()) - before:  # the failed plot's figure
+            plt.close(num)
+        return _wrap(f"Optuna could not draw this: {exc}")
 
 
 @contextmanager

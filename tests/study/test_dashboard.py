@@ -686,3 +686,18 @@ def test_cli_renders_the_ablation_dashboard_by_default(ablation_study, tmp_path:
     out = capsys.readouterr().out
     assert out.startswith(f"{tmp_path / 'ablation.html'}  (logged to run ")
     assert "Ablation dashboard" in (tmp_path / "ablation.html").read_text()
+
+
+def test_a_failing_optuna_plot_is_a_note(monkeypatch) -> None:
+    import optuna.visualization.matplotlib as ovm
+
+    def broken(*args, **kwargs):
+        plt.subplots()  # a figure left behind, as a plot failing halfway would
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ovm, "plot_optimization_history", broken)
+    open_before = len(plt.get_fignums())
+    fig = dash_mod._optuna_history(_handmade(), Panel(0, "optuna_history"), "a")
+    assert "Optuna could not draw this: boom" in _note_text(fig)
+    plt.close(fig)
+    assert len(plt.get_fignums()) == open_before
