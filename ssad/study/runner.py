@@ -24,7 +24,7 @@ from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import StudyTracker, check_tracking_uri
 from ssad.study.trial import load_state, resolve_trial_config, run_trial
 
-__all__ = ["check_resources", "default_dashboard", "preflight", "run_study", "synthetic_root"]
+__all__ = ["check_resources", "preflight", "run_study", "synthetic_root"]
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def run_study(
     from ray.tune.schedulers import FIFOScheduler
 
     from ssad.study.callbacks import MlflowTrials
-    from ssad.study.dashboard import log_dashboard
+    from ssad.study.dashboard import dashboard_for, log_dashboard
     from ssad.study.leaderboard import leaderboard, summary_artifacts
     from ssad.study.routing import (
         ClassRoutedScheduler,
@@ -232,6 +232,9 @@ def run_study(
         tune.with_parameters(tune_trainable, base=base.to_dict(), metric=spec.metric, fault=fault),
         {"cpu": spec.cpu, "gpu": spec.gpu},
     )
+    # An ablation's trials validate at the end only (by default): no per-report metric for Tune
+    # to require; its searcher hands out the variants and needs no results.
+    tune_metric, tune_mode = (None, None) if spec.kind == "ablation" else (spec.metric, spec.mode)
     tic = time.time()
     if restorable:
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
@@ -243,8 +246,8 @@ def run_study(
             seeds_per_config=spec.seeds_per_config,
             kind=spec.searcher,
             seed=spec.searcher_seed,
-            metric=spec.metric,
-            mode=spec.mode,
+            metric=tune_metric,
+            mode=tune_mode,
             variants=spec.variants,
         )
         if spec.scheduler == "asha":
@@ -265,8 +268,8 @@ def run_study(
                 scheduler=scheduler,
                 num_samples=spec.total_trials(),
                 max_concurrent_trials=spec.max_concurrent,
-                metric=spec.metric,
-                mode=spec.mode,
+                metric=tune_metric,
+                mode=tune_mode,
                 trial_name_creator=trial_name,  # brick-0007: class and number within it
                 trial_dirname_creator=trial_name,
             ),
@@ -296,7 +299,7 @@ def run_study(
         table = results_table(tracker, spec)
         log_results(tracker, parent_id, table, spec)
     try:
-        log_dashboard(tracker, parent_id, default_dashboard(spec), spec)
+        log_dashboard(tracker, parent_id, dashboard_for(spec), spec)
     except (ValueError, OSError) as exc:  # a broken dashboard must not fail a finished study
         log.warning("dashboard not rendered: %s", exc)
     summary_artifacts(tracker, parent_id, board, stats)
@@ -310,12 +313,3 @@ def run_study(
         "tracking_uri": spec.tracking_uri,
         "ablation": table,
     }
-
-
-def default_dashboard(spec: StudySpec) -> Path:
-    """``dashboards/ablation.yaml`` for an ablation, ``dashboards/study.yaml`` for a search."""
-    from ssad.study.dashboard import DEFAULT_DASHBOARD
-
-    name = "ablation.yaml" if spec.kind == "ablation" else DEFAULT_DASHBOARD.name
-    path = DEFAULT_DASHBOARD.with_name(name)
-    return path if path.is_file() else DEFAULT_DASHBOARD

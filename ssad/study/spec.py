@@ -269,6 +269,7 @@ _SPEC_KEYS = {
 _SEARCH_ONLY = {"search_space", "searcher", "scheduler", "num_samples", "seeds_per_config"}
 _ABLATION_ONLY = {"variants", "baseline", "seeds", "metrics", "alpha"}
 ABLATION_METRICS = ("val_image_auroc", "val_pixel_auroc", "val_aupro")
+ABLATION_VAL_EVERY = "train.val_every"  # an ablation's base may set it (default 0: at the end)
 
 
 def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> StudySpec:
@@ -343,10 +344,15 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
     base_over = base_sec.get("overrides") or {}
     if not isinstance(base_over, dict):
         raise SpecError(f"{src}: base.overrides: expected a mapping of dotted keys")
-    for key in flatten(base_over, source=src):
+    base_flat = flatten(base_over, source=src)
+    for key in base_flat:
         why = base_override_refusal(key)
-        if why:
+        if why and not (kind == "ablation" and key == ABLATION_VAL_EVERY):
             raise SpecError(f"{src}: base.overrides: {key}: {why}")
+    if kind == "ablation" and ABLATION_VAL_EVERY not in base_flat:
+        # an ablation compares final models (no early stopping): validate after the last epoch
+        # only, unless the spec asks for per-epoch curves
+        base_over = {**base_flat, ABLATION_VAL_EVERY: 0}
     from ssad.config import load_config
 
     base_file = base_sec.get("config")

@@ -40,15 +40,20 @@ Report = Callable[[dict[str, float], Path], None]
 
 
 def resolve_trial_config(base: dict | Config, trial: dict) -> Config:
-    """Base config + a trial's searched params, class and seed (seed offset from the base seed)."""
+    """Base config + a trial's searched params, class and seed (seed offset from the base seed).
+
+    A search's trial validates every epoch (ASHA compares trials at every rung); an ablation's
+    trial (its config names a ``variant``) keeps the base's ``train.val_every``.
+    """
     base_cfg = base if isinstance(base, Config) else Config.from_dict(base, source="study base")
+    every = base_cfg.train.val_every if "variant" in trial else 1
     return base_cfg.with_overrides(
         {
             **trial["params"],
             "data.class_name": trial["class_name"],
             "train.seed": base_cfg.train.seed + int(trial["seed"]),
             "train.progress": False,
-            "train.val_every": 1,  # ASHA compares trials at every rung
+            "train.val_every": every,
         },
         source=f"trial {trial.get('config_id', '?')}",
     )

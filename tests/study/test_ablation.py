@@ -68,6 +68,14 @@ def test_ablation_spec_loads_variants_baseline_first(tmp_path: Path, ablation) -
     assert spec.variants["baseline"] == {} and spec.seeds_per_config == 2
     assert spec.total_trials() == 3 * 2 * len(CLASSES)
     assert spec.variant_epochs(spec.variants["short"]) == 2 and spec.max_epochs == 4
+    assert spec.base.train.val_every == 0  # an ablation validates its final models only
+    base = spec.raw["base"]
+    path = ablation(tmp_path, name="b3")
+    raw = yaml.safe_load(path.read_text())
+    raw["base"] = {**base, "overrides": {**base["overrides"], "train.val_every": 2}}
+    path.write_text(yaml.safe_dump(raw))
+    every = load_spec(path)
+    assert every.base.train.val_every == 2  # unless the spec asks for curves
     assert {d.key for d in spec.space.dims} == {"train.phase2_epochs", "memory.fill"}
     named = load_spec(
         ablation(tmp_path, baseline="twin", name="b2")
