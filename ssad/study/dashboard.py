@@ -804,7 +804,7 @@ def _draw(plot: Callable[[], plt.Axes]) -> plt.Axes | str:
 
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
-    """Optuna's info logs and ExperimentalWarnings off; its plots' ggplot style kept local."""
+    """Optuna's info logs and its plots' warnings off; their ggplot style kept local."""
     import optuna
 
     level = optuna.logging.get_verbosity()
@@ -812,7 +812,8 @@ def _quiet_optuna() -> Iterator[None]:
     try:
         with warnings.catch_warnings(), matplotlib.rc_context():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            warnings.filterwarnings("ignore", message="No artists with labels found")
+            # matplotlib's, e.g. on a param with one value (singular limits) or no legend entries
+            warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
         optuna.logging.set_verbosity(level)

@@ -9,6 +9,7 @@ import math
 import random
 import re
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -168,10 +169,15 @@ def test_new_panels_render_from_real_trials(study) -> None:
     assert [t.value for t in brick.trials] == pytest.approx([0.8, 0.9])
     assert len(class_study(data, "brick", include_stopped=True).trials) == 3
     assert set(param_importances(brick)) == {"memory.k", "train.phase2_lr", "eval.image_score"}
-    for kind in ("optuna_history", "optuna_importance", "optuna_parallel"):
-        fig = dash_mod._PLOTS[kind](data, Panel(0, kind), "brick")
-        assert not _note_text(fig), f"{kind}: {_note_text(fig)}"
-        plt.close(fig)
+    same_k = data.trials.copy()  # one value of memory.k: Optuna's plots warn (silenced)
+    same_k["config"] = [{**c, "memory.k": "5"} for c in same_k["config"]]
+    for trials in (data.trials, same_k):
+        for kind in ("optuna_history", "optuna_importance", "optuna_parallel"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # Optuna's experimental and plot warnings kept in
+                fig = dash_mod._PLOTS[kind](replace(data, trials=trials), Panel(0, kind), "brick")
+            assert not _note_text(fig), f"{kind}: {_note_text(fig)}"
+            plt.close(fig)
     assert [name for name, _ in data.heatmaps["brick"]] == [  # 4 of 6, evenly spread
         f"{n}.png" for n in ("crack_000", "good_000", "good_001", "hole_001")
     ]
