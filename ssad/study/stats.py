@@ -106,8 +106,8 @@ def paired(
     test = "wilcoxon" if n >= wilcoxon_min_pairs else "paired t"
     if n < 2:
         p = math.nan
-    elif np.all(d == d[0]):
-        p = 1.0 if d[0] == 0 else 0.0
+    elif np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):  # no spread (float rounding)
+        p = 1.0 if np.all(d == 0) else 0.0
     elif test == "wilcoxon":
         # zero differences count toward neither side ("wilcox"); the exact null when possible
         p = float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
