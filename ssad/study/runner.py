@@ -261,6 +261,8 @@ def run_study(
         else:
             scheduler = FIFOScheduler()
             callbacks = [MlflowTrials(exp_dir)]
+        if any(f.kind == "stall" for f in faults.parse(fault)):  # test-only (faults.py)
+            callbacks.append(faults.DriverStall())
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -302,6 +304,7 @@ def run_study(
         log_dashboard(tracker, parent_id, dashboard_for(spec), spec)
     except (ValueError, OSError) as exc:  # a broken dashboard must not fail a finished study
         log.warning("dashboard not rendered: %s", exc)
+    faults.stall("final", fault)  # test-only: a driver SIGKILLed mid-way through this logging
     summary_artifacts(tracker, parent_id, board, stats)
     errors = sum(1 for r in results if r.error is not None)
     return {
