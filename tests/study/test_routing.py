@@ -279,3 +279,23 @@ def test_last_epoch_stops_and_remove_is_routed() -> None:
     assert routed.on_trial_result(None, t, {"training_iteration": 4, METRIC: 0.3}) == "STOP"
     routed.on_trial_remove(None, t)
     assert "x1" not in routed.per_class["B"]._trial_info
+
+
+def test_ablation_hands_out_every_variant_class_and_seed_once(
+    space: SearchSpace, tmp_path: Path
+) -> None:
+    variants = {"base": {}, "fifo": {"memory.fill": "fifo"}, "k5": {"memory.k": 5}}
+    opts = {"kind": "ablation", "variants": variants, "configs_per_class": 3, "seeds_per_config": 2}
+    s = make_searcher(space, **opts)
+    cfgs = [s.suggest(f"t{i}") for i in range(5)]
+    ckpt = tmp_path / "searcher.pkl"
+    s.save(str(ckpt))  # a resume mid-way continues where it stopped
+    fresh = make_searcher(space, **opts)
+    fresh.restore(str(ckpt))
+    cfgs += [fresh.suggest(f"t{i}") for i in range(5, 12)]
+    assert fresh.suggest("t12") == Searcher.FINISHED
+    got = sorted((c["variant"], c["class_name"], c["seed"]) for c in cfgs)
+    assert got == sorted((v, c, s) for v in variants for c in ("A", "B") for s in (0, 1))
+    for c in cfgs:
+        assert c["params"] == variants[c["variant"]]  # the overrides, without the name
+    assert [c["variant"] for c in cfgs if c["class_name"] == "A"][:2] == ["base", "base"]
