@@ -18,7 +18,14 @@ from ray.tune import Callback
 
 from ssad.study.record import read_record
 from ssad.study.report import trial_name
-from ssad.study.tracking import TAG_CLASS, TAG_STATUS, TAG_VARIANT, StudyTracker, git_sha
+from ssad.study.tracking import (
+    TAG_CLASS,
+    TAG_STATUS,
+    TAG_VARIANT,
+    StudyTracker,
+    git_sha,
+    save_runs_view,
+)
 from ssad.study.trial import resolve_trial_config
 
 __all__ = ["LOGGED", "MlflowTrials", "error_text"]
@@ -90,6 +97,8 @@ class MlflowTrials(Callback):
 
     def _run(self, trial) -> str:
         if trial.trial_id not in self.runs:
+            if not self.runs:  # this session's first trial run: the runs table's trials view
+                save_runs_view(self.tracker.client, self.tracker.experiment_id)
             cfg = resolve_trial_config(self.base, trial.config)
             tc = trial.config
             tags = {

@@ -11,7 +11,9 @@ The experiment-kind tag tests at the top are fast unit tests on a SQLite store.
 
 from __future__ import annotations
 
+import copy
 import html
+import json
 import re
 import time
 import urllib.parse
@@ -29,15 +31,34 @@ from ssad.study.runner import run_study
 from ssad.study.spec import load_spec
 from ssad.study.tracking import (
     EXPERIMENT_KIND_TRAINING,
+    RUNS_VIEW_KEY,
+    RUNS_VIEW_NAME,
     TAG_EXPERIMENT_KIND,
+    TAG_SAVED_VIEW,
     StudyTracker,
     runs_table_url,
+    runs_view_state,
+    save_runs_view,
 )
 
 # Every dashboards/<name>.html a search study logs to its parent run: a dashboard added to the
 # study must be added here (test_parent_run_logs_the_listed_dashboards fails until it is).
 DASHBOARDS = ["study"]
 WINDOW = (1400, 1000)
+# The runs table on a full-HD screen: on a local server (127.0.0.1) MLflow 3.17 opens its
+# Assistant panel on a browser's first visit, and in 1400 px beside it the table shows the tag
+# columns with the metrics a scroll away.
+RUNS_WINDOW = (1920, 1080)
+# The runs page's search facets: with any of them in the URL, MLflow 3.17 skips the saved view.
+SEARCH_FACETS = {
+    "searchFilter",
+    "orderByKey",
+    "orderByAsc",
+    "startTime",
+    "lifecycleFilter",
+    "modelVersionFilter",
+    "datasetsFilter",
+}
 
 
 def visible_text(dom: str) -> str:
@@ -47,24 +68,50 @@ def visible_text(dom: str) -> str:
 
 
 def wait_for_text(browser, url: str, png: Path, expected: list[str], timeout: float = 90) -> str:
-    """The page's visible text once it shows every string of ``expected`` (or at the timeout);
-    ``png`` is a screenshot of that same page load."""
+    """The page's DOM once its visible text shows every string of ``expected`` (or at the
+    timeout); ``png`` is a screenshot of that same page load."""
     deadline = time.monotonic() + timeout
     while True:
-        text = visible_text(browser.capture(url, png))
+        dom = browser.capture(url, png)
+        text = visible_text(dom)
         if all(s in text for s in expected) or time.monotonic() > deadline:
-            return text
+            return dom
         time.sleep(1)
 
 
-def check_png(path: Path) -> None:
+def check_png(path: Path, window: tuple[int, int] = WINDOW) -> None:
     """A real picture at the window size: decodable, not one colour, not a blank page."""
     assert path.stat().st_size > 10_000, f"{path}: {path.stat().st_size} bytes"
     img = cv2.imread(str(path))
     assert img is not None, f"{path}: not a decodable image"
-    assert img.shape == (WINDOW[1], WINDOW[0], 3), img.shape
+    assert img.shape == (window[1], window[0], 3), img.shape
     colours = np.unique(img.reshape(-1, 3), axis=0)
     assert len(colours) > 16, f"{path}: {len(colours)} colours (blank page?)"
+
+
+def table_cells(dom: str) -> tuple[set[str], dict[str, dict[str, str]]]:
+    """The runs table (ag-grid) in a DOM: the column ids with a header cell, and each row's cell
+    texts by row id (the run id) and column id. A row is split over the pinned and the scrolled
+    part; ag-grid renders the columns in and near the viewport only."""
+    headers = set(re.findall(r'role="columnheader"[^>]*\bcol-id="([^"]+)"', dom))
+    rows: dict[str, dict[str, str]] = {}
+    starts = list(re.finditer(r'<div[^>]*role="row"[^>]*\brow-id="([^"]+)"[^>]*>', dom))
+    for here, after in zip(starts, [*starts[1:], None], strict=True):
+        part = dom[here.end() : after.start() if after else len(dom)]
+        row = rows.setdefault(here.group(1), {})
+        for cell in part.split('role="gridcell"')[1:]:
+            found = re.match(
+                r'[^>]*\bcol-id="([^"]+)"[^>]*>.*?class="ag-cell-value">([^<]*)<', cell, re.S
+            )
+            if found:
+                row[found.group(1)] = html.unescape(found.group(2))
+    return headers, rows
+
+
+def js_number(value: float) -> str:
+    """A metric as the UI prints it (JavaScript's Number#toString: 1 for 1.0)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def fetch(url: str) -> tuple[int, str, bytes]:
@@ -92,15 +139,48 @@ def test_study_experiments_are_tagged_model_training(tmp_path: Path) -> None:
     assert client.get_experiment(chosen).tags[TAG_EXPERIMENT_KIND] == "finetuning"
 
 
-def test_runs_table_url_opens_the_flat_training_runs_table() -> None:
+def test_runs_table_url_opens_the_trials_view() -> None:
     url = runs_table_url("http://127.0.0.1:5000/", "7")
     base, query = url.split("?", 1)
     assert base == "http://127.0.0.1:5000/#/experiments/7/runs"
     assert urllib.parse.parse_qs(query) == {
+        "viewStateShareKey": [RUNS_VIEW_KEY],  # the saved view: columns, their order, the sort
         "workflowType": ["machine_learning"],  # model-training navigation, not GenAI
-        "orderByKey": ["tags.`mlflow.runName`"],  # not by date: trials not folded under parent
-        "orderByAsc": ["true"],
     }
+    assert not SEARCH_FACETS & set(urllib.parse.parse_qs(query))  # the view's sort, not the URL's
+    assert len(url) < 120, url
+
+
+def test_trials_view_is_saved_on_the_experiment(tmp_path: Path) -> None:
+    """The view as MLflow 3.17's UI reads it: an experiment tag holding name, createdAt and the
+    state (a JSON string); saved once, rewritten only when it changed, its creation time kept."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("ssad-view")
+    tag = TAG_SAVED_VIEW + RUNS_VIEW_KEY
+    assert tag == "mlflow.sharedViewState.ssad-trials"
+    assert save_runs_view(client, exp) is True
+    view = json.loads(client.get_experiment(exp).tags[tag])
+    assert view["name"] == RUNS_VIEW_NAME and isinstance(view["createdAt"], int)
+    state = json.loads(view["state"])
+    assert state == runs_view_state()
+    assert (state["orderByKey"], state["orderByAsc"]) == ("tags.`mlflow.runName`", True)
+    columns = state["selectedColumns"]
+    assert columns[:4] == [
+        "tags.`ssad.class`",
+        "tags.`ssad.variant`",
+        "tags.`ssad.config_id`",
+        "tags.`ssad.status`",
+    ]
+    assert columns[4:6] == ["metrics.`val_image_auroc`", "metrics.`val_image_auroc_ema`"]
+    assert {"metrics.`val_pixel_auroc`", "metrics.`val_aupro_ema`"} <= set(columns)
+    assert state["columnOrder"] == columns and set(state["columnWidths"]) == set(columns)
+    assert save_runs_view(client, exp) is False  # unchanged: not written again
+
+    stale = {**view, "state": json.dumps({"selectedColumns": []}), "updatedAt": 1}
+    client.set_experiment_tag(exp, tag, json.dumps(stale))
+    assert save_runs_view(client, exp) is True
+    again = json.loads(client.get_experiment(exp).tags[tag])
+    assert again["createdAt"] == view["createdAt"] and json.loads(again["state"]) == state
 
 
 # ---- a served study in the browser (slow) -------------------------------------------------------
@@ -160,21 +240,49 @@ def served_study(
 
 
 @pytest.mark.slow
-def test_runs_table_lists_the_trial_runs(served_study: SimpleNamespace, browser) -> None:
-    """The deep link ``ssad study`` prints opens the model-training table with every trial."""
+def test_runs_table_shows_the_trials_view(served_study: SimpleNamespace, browser) -> None:
+    """The deep link ``ssad study`` prints opens the model-training table with every trial and,
+    as columns, its class, config id, status and final validation metrics."""
     s = served_study
     exp = s.client.get_experiment(s.experiment_id)
     assert exp.tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND_TRAINING
+    assert TAG_SAVED_VIEW + RUNS_VIEW_KEY in exp.tags  # saved by the study's trial runs
     url = runs_table_url(s.uri, s.experiment_id)
     names = [*s.trial_names, s.parent.info.run_name]
     assert s.trial_names == ["brick-0001", "gelcap-0001"]
+    headers = ["ssad.class", "ssad.config_id", "ssad.status", "val_image_auroc"]
     png = s.screenshots / "runs-table.png"
-    text = wait_for_text(browser, url, png, names)
-    missing = [n for n in names if n not in text]
-    assert not missing, f"{url} does not list {missing}; page text: {text[:3000]}"
+    wide = copy.copy(browser)
+    wide.window = RUNS_WINDOW
+    trials = s.client.search_runs([s.experiment_id], "tags.`ssad.role` = 'trial'")
+    values = [r.data.tags["ssad.status"] for r in trials]
+    values += [js_number(r.data.metrics["val_image_auroc"]) for r in trials]
+    tic = time.monotonic()
+    # the view is applied after the page's first render: wait for its columns and values
+    dom = wait_for_text(wide, url, png, [*names, *headers, *values])
+    seconds = time.monotonic() - tic
+    text = visible_text(dom)
+    missing = [n for n in [*names, *headers, *values] if n not in text]
+    assert not missing, f"{url} does not show {missing}; page text: {text[:3000]}"
     # the model-training navigation (GenAI's lists Observability, Sessions, Prompts instead)
     assert "Model registry" in text and "Observability" not in text, text[:1000]
-    check_png(png)
+    assert RUNS_VIEW_NAME in text  # the view, named in the Views menu
+
+    columns, rows = table_cells(dom)
+    tag_cols = ["tags.`ssad.class`", "tags.`ssad.config_id`", "tags.`ssad.status`"]
+    metric_cols = ["metrics.`val_image_auroc`", "metrics.`val_image_auroc_ema`"]
+    assert set(tag_cols + metric_cols) <= columns, sorted(columns)
+    assert "tags.`ssad.variant`" not in columns  # a search study: no variants, no column
+    assert "attributes.`Dataset`" not in columns  # the default layout's columns, replaced
+    for run in trials:
+        tags, metrics = run.data.tags, run.data.metrics  # metrics: each one's last value
+        assert tags["ssad.status"] in ("finished", "stopped"), tags
+        shown = rows.get(run.info.run_id, {})
+        expected = {f"tags.`{k}`": tags[k] for k in ("ssad.class", "ssad.config_id", "ssad.status")}
+        expected.update({c: js_number(metrics[c.split("`")[1]]) for c in metric_cols})
+        assert {c: shown.get(c) for c in expected} == expected, (run.info.run_name, shown)
+    check_png(png, RUNS_WINDOW)
+    print(f"runs table shown after {seconds:.1f} s: {url}")
 
 
 @pytest.mark.slow
