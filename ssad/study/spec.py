@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -459,19 +460,10 @@ def _load_variants(raw: dict[str, Any], base: Config, src: str) -> dict[str, Any
         why = name_refusal(str(name))
         if why:
             raise SpecError(f"{where}: {why}")
-        if over is None:
-            over = {}
-        if not isinstance(over, dict):
+        if not isinstance(over, dict | None):
             raise SpecError(f"{where}: expected a mapping of dotted config keys")
-        flat = flatten(over, source=where)
-        for key in flat:
-            why = ablation_refusal(key)
-            if why:
-                raise SpecError(f"{where}: {key}: {why}")
-        try:  # unknown keys and bad values, named
-            resolved = base.with_overrides(flat, source=where).to_dict()
-        except ConfigError as exc:
-            raise SpecError(str(exc)) from None
+        flat = checked_overrides(over or {}, base, ablation_refusal, where)
+        resolved = base.with_overrides(flat).to_dict()
         twin = seen.get(repr(resolved))
         if twin is not None:
             log.warning("%s: variant %s resolves to the same config as %s", src, name, twin)
@@ -533,12 +525,25 @@ def _check_numbers(spec: StudySpec, src: str) -> None:
     final_over = spec.final.get("overrides", {})
     if set(spec.final) - {"overrides"} or not isinstance(final_over, dict):
         raise SpecError(f"{src}: final: expected {{overrides: {{dotted.key: value}}}}")
-    flat = flatten(final_over, source=src)
+    checked_overrides(final_over, spec.base, final_override_refusal, f"{src}: final.overrides")
+
+
+def checked_overrides(
+    over: dict[str, Any], base: Config, refusal: Callable[[str], str | None], where: str
+) -> dict[str, Any]:
+    """Dotted overrides, flattened; a refused or unknown key or a bad value raises, named."""
+    flat = flatten(over, source=where)
     for key in flat:
-        why = final_override_refusal(key)
+        why = refusal(key)
         if why:
-            raise SpecError(f"{src}: final.overrides: {key}: {why}")
-    spec.base.with_overrides(flat, source=f"{src}: final.overrides")
+            raise SpecError(f"{where}: {key}: {why}")
+    try:
+        base.with_overrides(flat, source=where)
+    except SpecError:
+        raise
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
+    return flat
 
 
 def _check_paths(spec: StudySpec, src: str) -> None:

@@ -38,9 +38,9 @@ def test_demo_spec_loads() -> None:
     assert spec.name == "demo"
     assert spec.classes == ("brick", "gelcap")
     assert spec.searcher == "optuna" and spec.scheduler == "asha"
-    assert spec.base.train.phase2_epochs == 10  # base.overrides on top of the cpu preset
+    assert spec.base.train.phase2_epochs == 7  # base.overrides on top of the cpu preset
     assert spec.base.data.image_size == 128  # from the cpu preset
-    assert spec.max_epochs == spec.base.train.phase1_epochs + 10
+    assert spec.max_epochs == 1 + 7
     assert spec.total_trials() == 2 * spec.num_samples * spec.seeds_per_config
     assert Path(spec.space.source).name == "seed.yaml"
     assert spec.storage_path.is_absolute()
