@@ -197,7 +197,7 @@ def compare_studies(
                 f"study {spec.name!r}: no finished trial with {spec.metric} to compare"
             )
         picked = df[
-            df.apply(lambda r, b=best: b.get(r["class"]) == r["config_id"], axis=1)
+            (df["config_id"] == df["class"].map(best))
             & (df["status"] == "finished")
             & df["class"].isin(classes)
         ]
