@@ -20,6 +20,7 @@ from benchmarks import reference as ref
 from benchmarks.large_bank import bench_large_bank
 from benchmarks.scoring import bench_scoring
 from benchmarks.timing import check, first_calls, pair_row, side_by_side
+from benchmarks.train_step import bench_train_step
 from ssad.config import load_config
 from ssad.data.images import to_tensor
 from ssad.data.pretext import PretextDataset
@@ -329,6 +330,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "upsample": bench_upsample,
     "aupro": bench_aupro,
     "pretext": bench_pretext,
+    "train_step": bench_train_step,
     "large_bank": bench_large_bank,
     "scoring": bench_scoring,
 }
