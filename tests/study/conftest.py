@@ -171,6 +171,23 @@ def ray_processes(
     return sorted((pid, table[pid][2]) for pid in found)
 
 
+def process_tree(pgids: set[int] | frozenset[int]) -> list[Proc]:
+    """Live processes in the process groups ``pgids`` and their descendants.
+
+    One ``ray start`` started with its own process group is one node: its raylet, agents and
+    log monitor keep that group, its Ray workers (own groups) stay children of the raylet.
+    """
+    table = _proc_table()
+    table.pop(os.getpid(), None)
+    found = {pid for pid, row in table.items() if row[1] in pgids}
+    grew = True
+    while grew:
+        more = {pid for pid, row in table.items() if row[0] in found} - found
+        found |= more
+        grew = bool(more)
+    return sorted((pid, table[pid][2]) for pid in found)
+
+
 def alive(procs: list[Proc] | set[Proc]) -> list[Proc]:
     table = _proc_table()
     return sorted(p for p in procs if p[0] in table and table[p[0]][2] == p[1])
@@ -472,6 +489,7 @@ def study_helpers() -> SimpleNamespace:
         free_port=free_port,
         start_mlflow_server=start_mlflow_server,
         ray_processes=ray_processes,
+        process_tree=process_tree,
         kill_procs=kill_procs,
         alive=alive,
         RaySandbox=RaySandbox,

@@ -3,7 +3,10 @@
 The driver runs as ``ssad study run`` in its own process group with a private local Ray. Once a
 trial has finished (recorded in MLflow and in Tune's experiment snapshot) and others are still
 to come, the driver alone is SIGKILLed; the test records which of its Ray processes outlive it,
-then stops those by id, and resumes.
+then stops those by id, and resumes. Two more kill points are made exact with the test-only
+driver rules of ``SSAD_FAULT_INJECT`` (:mod:`ssad.study.faults`): the driver stalls between two
+trials (``stall:between``), or in the final logging after the dashboard and before the
+leaderboard and summary (``stall:final``), and is SIGKILLed there.
 """
 
 from __future__ import annotations
@@ -88,11 +91,11 @@ def _title(pid: int) -> str:
         return argv[0].decode().strip()
 
 
-def run_cli(box, args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+def run_cli(box, args: list[str], log: Path, cwd: Path, **env: str) -> subprocess.Popen:
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         return box.popen(
             [sys.executable, "-m", "ssad.cli", "study", "run", *args],
-            env=box.env(RAY_ADDRESS="local"),  # a private local Ray, never another test's
+            env=box.env(RAY_ADDRESS="local", **env),  # a private local Ray, never another test's
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
@@ -209,3 +212,122 @@ def test_killed_study_resumes(tmp_path: Path, make_spec, ray_sandbox, study_help
     assert again.wait(timeout=300) == 0, log.read_text()[-4000:]
     assert record(client, client.get_run(victim.info.run_id)) == before
     assert len(trial_runs(client, spec.experiment)) == total
+
+
+def kill_at_stall(box, driver: subprocess.Popen, log: Path, stage: str, timeout: float) -> None:
+    """Wait until the driver stalls at ``stage`` (its marker line), then SIGKILL it and stop the
+    rest of its private Ray by id."""
+    marker = f"ssad-fault: driver stalls at {stage}"
+    deadline = time.monotonic() + timeout
+    while marker not in log.read_text(errors="replace"):
+        assert driver.poll() is None, f"driver ended before {stage}:\n" + log.read_text()[-4000:]
+        assert time.monotonic() < deadline, f"no stall at {stage}:\n" + log.read_text()[-4000:]
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    box.stop()
+
+
+def test_driver_killed_between_trials_and_in_final_logging(
+    tmp_path: Path, make_spec, ray_sandbox, study_helpers
+) -> None:
+    """Two trials one after the other. Launch 1 is SIGKILLed after the first trial completed,
+    before the second was asked for; its --resume is SIGKILLed in the final logging (dashboard
+    logged, leaderboard and summary not); a last --resume finishes. One run per trial, every
+    epoch once, the first trial's record untouched, the parent's summary logged exactly once."""
+    tic = time.monotonic()
+    path = make_spec(tmp_path, name="stall", classes=["brick"], num_samples=2, max_concurrent=1)
+    spec = load_spec(path)
+    total = spec.total_trials()
+    assert total == 2
+    exp_dir = spec.storage_path / spec.name
+    client = MlflowClient(tracking_uri=spec.tracking_uri)
+
+    # 1. between trials
+    log1 = tmp_path / "launch1.log"
+    driver = run_cli(ray_sandbox, [str(path)], log1, tmp_path, SSAD_FAULT_INJECT="stall:between")
+    kill_at_stall(ray_sandbox, driver, log1, "between", 300)
+    (first,) = trial_runs(client, spec.experiment)  # the second trial was never started
+    first_tid = first.data.tags["ssad.trial_id"]
+    assert first.info.status == "FINISHED" and first.data.tags["ssad.status"] == "finished"
+    first_record = record(client, first)
+    print("Tune's snapshot at the kill between trials:", tune_statuses(exp_dir))
+    print(f"launch 1 killed after {time.monotonic() - tic:.0f} s")
+
+    # 2. --resume: the second trial runs; killed mid-way through the final logging
+    log2 = tmp_path / "launch2.log"
+    driver = run_cli(
+        ray_sandbox, [str(path), "--resume"], log2, tmp_path, SSAD_FAULT_INJECT="stall:final"
+    )
+    kill_at_stall(ray_sandbox, driver, log2, "final", 300)
+    assert "driver stalls at between" not in log2.read_text()  # the rule is read per launch
+    (parent,) = client.search_runs(
+        [first.info.experiment_id], "tags.`ssad.role` = 'study'", max_results=10
+    )
+    pid = parent.info.run_id
+    assert parent.info.status == "RUNNING"
+    top = {a.path for a in client.list_artifacts(pid)}
+    assert "dashboards" in top and not {"leaderboard.csv", "summary.json"} & top, top
+    assert "trials" not in parent.data.metrics
+    dashboards = sorted(a.path for a in client.list_artifacts(pid, "dashboards"))
+    runs = trial_runs(client, spec.experiment)
+    assert len(runs) == total
+    at_final = {r.data.tags["ssad.trial_id"]: record(client, r) for r in runs}
+    print(f"launch 2 killed after {time.monotonic() - tic:.0f} s")
+
+    # 3. --resume: nothing left to train; the final logging completes, once
+    log3 = tmp_path / "launch3.log"
+    rc = run_cli(ray_sandbox, [str(path), "--resume"], log3, tmp_path).wait(timeout=300)
+    assert rc == 0, log3.read_text()[-6000:]
+    print(f"launch 3 done after {time.monotonic() - tic:.0f} s")
+
+    runs = trial_runs(client, spec.experiment)
+    ids = [r.data.tags["ssad.trial_id"] for r in runs]
+    assert len(ids) == len(set(ids)) == total, ids  # no duplicate run
+    for run in runs:
+        tid, rid = run.data.tags["ssad.trial_id"], run.info.run_id
+        assert run.data.tags["ssad.status"] in ("finished", "stopped"), tid
+        epochs = int(run.data.metrics["training_iteration"])
+        for key in ("loss", "val_image_auroc", "training_iteration"):
+            steps = [m.step for m in client.get_metric_history(rid, key)]
+            assert sorted(steps) == list(range(1, epochs + 1)), (tid, key, steps)
+        assert record(client, run) == at_final[tid], tid  # launch 3 trained and logged nothing
+    # the trial that completed before the first kill: not re-run, not re-logged
+    assert at_final[first_tid] == first_record
+    assert set(tune_statuses(exp_dir).values()) == {"TERMINATED"}
+    for folder in exp_dir.glob("brick-*"):  # one result per epoch, none replayed
+        lines = (folder / "result.json").read_text().splitlines()
+        iterations = [json.loads(line)["training_iteration"] for line in lines]
+        assert iterations == list(range(1, len(iterations) + 1)), (folder.name, iterations)
+    # the searcher was told each trial once, across both kills
+    newest = sorted(glob.glob(str(exp_dir / "searcher-state-*.pkl")))[-1]
+    with open(newest, "rb") as f:
+        searcher = pickle.load(f)
+    assert set(searcher["trials"]) == set(ids)
+    assert searcher["suggested"] == {"brick": spec.num_samples}
+    assert len(searcher["told"]) == total
+    states = [t.state.name for t in searcher["subs"]["brick"]._ot_study.trials]
+    assert states == ["COMPLETE"] * spec.num_samples, states
+
+    # the parent run: one, finished, its leaderboard, summary and dashboard exactly once
+    parents = client.search_runs(
+        [first.info.experiment_id], "tags.`ssad.role` = 'study'", max_results=10
+    )
+    assert [p.info.run_id for p in parents] == [pid]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    top = sorted(a.path for a in client.list_artifacts(pid))
+    assert {"leaderboard.csv", "leaderboard.html", "summary.json", "dashboards"} <= set(top), top
+    assert sorted(a.path for a in client.list_artifacts(pid, "dashboards")) == dashboards
+    assert sum(p.endswith(".html") for p in dashboards) == 1, dashboards
+    for key in ("trials", "finished", "stopped", "failed", "trial_seconds", "wall_s"):
+        assert len(client.get_metric_history(pid, key)) == 1, key
+    assert parent.data.metrics["trials"] == total
+    board = client.download_artifacts(pid, "leaderboard.csv", str(tmp_path / "dl"))
+    lines = Path(board).read_text().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("brick,"), lines
+    summary = json.loads(
+        Path(client.download_artifacts(pid, "summary.json", str(tmp_path / "dl"))).read_text()
+    )
+    assert summary["trials"] == total
+    print(f"driver-loss test (3 launches): {time.monotonic() - tic:.0f} s")
