@@ -21,38 +21,43 @@ detector folder; importing this module registers it with :mod:`ssad.resolve`, so
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelOutput, Metric, Param
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from ssad import resolve
-from ssad.study.spec import METRICS
 
 __all__ = [
     "CHAMPION",
     "DEFAULT_TRACKING_URI",
+    "TRACKING_ERRORS",
     "StudyTracker",
+    "TrackingUnavailable",
     "check_tracking_uri",
     "download_detector",
     "git_sha",
+    "mark_reachable",
+    "mark_unreachable",
     "model_name",
+    "reachable",
     "runs_table_url",
-    "runs_view_state",
-    "save_runs_view",
+    "unreachable",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,61 +122,96 @@ def check_tracking_uri(uri: str) -> str:
     raise ValueError(f"mlflow.tracking_uri {uri!r}: use sqlite:///PATH or http(s)://HOST:PORT")
 
 
-# MLflow 3.17's saved views of the runs table ("Views" above it): an experiment tag
-# ``mlflow.sharedViewState.<key>`` holding {"name", "createdAt", "updatedAt", "state"}, ``state`` a
-# JSON string of the runs page's search facets and table state (``selectedColumns``,
-# ``columnOrder``, ...); the page opens one from ``?viewStateShareKey=<key>``. The column ids are
-# the UI's canonical keys: tags.`KEY`, metrics.`KEY`.
-TAG_SAVED_VIEW = "mlflow.sharedViewState."
-RUNS_VIEW_KEY, RUNS_VIEW_NAME = "ssad-trials", "ssad trials"
-RUNS_VIEW_TAGS = (TAG_CLASS, TAG_VARIANT, "ssad.config_id", TAG_STATUS)
-# The validation metrics a trial logs, each raw value next to its moving average.
-RUNS_VIEW_METRICS = tuple(m for r in METRICS if not r.endswith("_ema") for m in (r, f"{r}_ema"))
+# ---- an unreachable tracking store -------------------------------------------------------------
+# What MLflow's client raises when its store is away: MlflowException ("API request to ... failed
+# with exception ... Max retries exceeded ... Connection refused", or a timeout), or an OSError
+# (requests' own errors are OSErrors: an artifact upload to a stopped server).
+TRACKING_ERRORS = (MlflowException, OSError)
+# A fail-fast client (see StudyTracker(fail_fast=True)) gives up after about 3 s on a dead server
+# instead of MLflow's default of 7 retries with exponential backoff (about 4 minutes per call).
+FAIL_FAST_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+PROBE_TIMEOUT_S = 3.0
+_UNREACHABLE: dict[str, float] = {}  # tracking URI -> when this process found it unreachable
+_ENV_LOCK = threading.Lock()
 
 
-def runs_view_state() -> dict[str, Any]:
-    """The trials view: sorted by run name (a flat list: sorted by date, the UI folds trials under
-    their parent run); the class, variant, config id and status tags, then every validation
-    metric a study may use (a spec's metrics are among them), each column wide enough for its
-    name (val_image_auroc and val_image_auroc_ema differ at the end)."""
-    columns = [f"tags.`{t}`" for t in RUNS_VIEW_TAGS]
-    columns += [f"metrics.`{m}`" for m in RUNS_VIEW_METRICS]
-    return {
-        "orderByKey": "tags.`mlflow.runName`",
-        "orderByAsc": True,
-        "selectedColumns": columns,
-        "columnOrder": columns,  # tags first (the UI's own order: metrics, params, tags)
-        "columnWidths": {c: 28 + 7 * len(c.split("`")[1]) for c in columns},
-    }
+class TrackingUnavailable(ConnectionError):
+    """The tracking store was found unreachable and still is (raised at once, no retries)."""
 
 
-def save_runs_view(client: MlflowClient, experiment_id: str) -> bool:
-    """Save the trials view (:func:`runs_view_state`) on the experiment, where
-    :func:`runs_table_url` opens it (the UI lists it under "Views" too). Written only when
-    missing or different, ``createdAt`` kept; returns whether it was written. A store that
-    refuses it (or is away) costs a warning, never a trial's run: the view is for the eyes."""
-    state = json.dumps(runs_view_state(), sort_keys=True)
-    tag = TAG_SAVED_VIEW + RUNS_VIEW_KEY
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (from an MLflow call) means the store is away, not that a request was bad.
+
+    No answer, a timeout, a 5xx after MLflow's retries: the store. A 4xx answer (an unknown run,
+    an invalid value): the request.
+    """
+    if isinstance(exc, RestException):
+        return exc.get_http_status_code() >= 500
+    if isinstance(exc, MlflowException):
+        return True
+    return isinstance(
+        exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
+    )
+
+
+def reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """A tracking server answers ``/health`` within ``timeout`` s (a non-HTTP store: True)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
     try:
-        try:
-            old = json.loads(client.get_experiment(experiment_id).tags.get(tag, "{}"))
-        except ValueError:
-            old = None
-        old = old if isinstance(old, dict) else {}
-        if old.get("state") == state and old.get("name") == RUNS_VIEW_NAME:
-            return False
-        now = int(time.time() * 1000)
-        created = old.get("createdAt") if isinstance(old.get("createdAt"), int) else now
-        view = {"name": RUNS_VIEW_NAME, "createdAt": created, "updatedAt": now, "state": state}
-        client.set_experiment_tag(experiment_id, tag, json.dumps(view))
-    except (MlflowException, OSError) as exc:
-        log.warning(
-            "MLflow: the runs table's trials view not saved on experiment %s (%s)",
-            experiment_id,
-            " ".join(str(exc).split())[:300],
-        )
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
         return False
-    return True
+
+
+def mark_unreachable(uri: str) -> None:
+    """Remember (in this process) that ``uri`` is away: every :class:`StudyTracker` on it then
+    checks ``/health`` before a call and raises :class:`TrackingUnavailable` at once while it
+    fails, instead of stalling minutes in MLflow's retries."""
+    _UNREACHABLE.setdefault(uri, time.time())
+
+
+def mark_reachable(uri: str) -> None:
+    _UNREACHABLE.pop(uri, None)
+
+
+@contextmanager
+def _fail_fast_http():
+    """MLflow's HTTP retry settings are read from the environment at each request."""
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in FAIL_FAST_HTTP}
+        os.environ.update(FAIL_FAST_HTTP)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+class _FailFastClient:
+    """An :class:`MlflowClient` whose calls give up after a few seconds on a dead server."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with _fail_fast_http():
+                return attr(*args, **kwargs)
+
+        return call
 
 
 def runs_table_url(ui: str, experiment_id: str) -> str:
@@ -190,25 +230,46 @@ def runs_table_url(ui: str, experiment_id: str) -> str:
 
 
 class StudyTracker:
-    """The MLflow records of one study. Picklable (the client is created lazily)."""
+    """The MLflow records of one study. Picklable (the client is created lazily).
+
+    ``fail_fast``: each call gives up after a few seconds on a dead server (MLflow's own retries
+    take minutes), for callers that keep going without the store (the driver's Tune callback).
+    Once a store was found unreachable in this process (:func:`mark_unreachable`), every tracker
+    on it checks ``/health`` first and raises :class:`TrackingUnavailable` at once while it is away.
+    """
 
     def __init__(
-        self, tracking_uri: str, experiment: str, study: str, *, launch_id: str | None = None
+        self,
+        tracking_uri: str,
+        experiment: str,
+        study: str,
+        *,
+        launch_id: str | None = None,
+        fail_fast: bool = False,
     ) -> None:
         self.tracking_uri, self.experiment, self.study = tracking_uri, experiment, study
         self.launch_id = launch_id  # None: the newest launch, looked up when first needed
+        self.fail_fast = fail_fast
         self._client: MlflowClient | None = None
-        self._last_step: dict[str, int] = {}
+        self._steps: dict[str, set[int]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "_last_step": {}}
+        return {**self.__dict__, "_client": None, "_steps": {}}
 
     @property
     def client(self) -> MlflowClient:
+        if self.tracking_uri in _UNREACHABLE:
+            if not reachable(self.tracking_uri):
+                since = time.strftime("%H:%M:%S", time.localtime(_UNREACHABLE[self.tracking_uri]))
+                raise TrackingUnavailable(
+                    f"mlflow.tracking_uri {self.tracking_uri}: tracking server unreachable "
+                    f"(since {since}); what it missed is kept in Tune's storage: once it is "
+                    "back, `ssad study sync SPEC` logs it"
+                )
+            mark_reachable(self.tracking_uri)
         if self._client is None:
-            self._client = MlflowClient(
-                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-            )
+            client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self._client = _FailFastClient(client) if self.fail_fast else client
         return self._client
 
     @property
@@ -315,19 +376,33 @@ class StudyTracker:
             self.client.log_artifact(run_id, str(path))
         return run_id
 
-    def trial_run(
-        self, *, parent_id: str, trial_id: str, params: dict[str, Any], tags: dict[str, str]
-    ) -> str:
-        """The nested run of a trial, found by its trial-id tag or created (params logged once)."""
-        launch = self.current_launch()
-        found = self._find(
+    def trial_runs_of(self, trial_id: str) -> list:
+        """Every run of this launch tagged with ``trial_id``, oldest first (one, or none)."""
+        return self._find(
             f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`{TAG_STUDY}` = '{self.study}'"
             + self._launch_filter()
         )
+
+    def trial_run(
+        self,
+        *,
+        parent_id: str,
+        trial_id: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        start_time: int | None = None,
+    ) -> str:
+        """The nested run of a trial, found by its trial-id tag or created (params logged once).
+
+        ``start_time`` (ms): of a run created after the fact (by ``ssad study sync``).
+        """
+        launch = self.current_launch()
+        found = self.trial_runs_of(trial_id)
         if found:
             return found[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
+            start_time=start_time,
             run_name=tags.get("ssad.trial_name") or f"{tags.get(TAG_CLASS, 'trial')}-{trial_id}",
             tags={
                 "mlflow.parentRunId": parent_id,
@@ -344,20 +419,75 @@ class StudyTracker:
         return run.info.run_id
 
     def log_step(self, run_id: str, metrics: dict[str, Any], step: int) -> None:
-        """Log one epoch's numeric metrics, unless this step was already logged (resume/retry)."""
-        if run_id not in self._last_step:
+        """Log one epoch's numeric metrics, unless this step was already logged (resume/retry).
+
+        A step counts as logged when the run's ``loss`` has it (a gap left while the store was
+        away is filled when the step is reported again, never logged twice).
+        """
+        if run_id not in self._steps:
             hist = self.client.get_metric_history(run_id, "loss")
-            self._last_step[run_id] = max((m.step for m in hist), default=0)
-        if step <= self._last_step[run_id]:
+            self._steps[run_id] = {m.step for m in hist}
+        if step in self._steps[run_id]:
             return
         now = int(time.time() * 1000)
-        items = [
-            Metric(k, float(v), now, step)
-            for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-        ]
+        items = [Metric(k, v, now, step) for k, v in _numeric(metrics).items()]
         self.client.log_batch(run_id, metrics=items)
-        self._last_step[run_id] = step
+        self._steps[run_id].add(step)
+
+    def fill_steps(self, run_id: str, epochs: list[tuple[int, dict[str, Any], int]]) -> int:
+        """Log what a run misses of ``epochs`` (step, metrics, timestamp ms), key by key.
+
+        A (key, step) the run has is never logged again, whatever else is missing; returns the
+        number of steps that got anything.
+        """
+        present = set(self.client.get_run(run_id).data.metrics)
+        keys = {k for _, metrics, _ in epochs for k in _numeric(metrics)}
+        have = {
+            k: {m.step for m in self.client.get_metric_history(run_id, k)}
+            for k in sorted(keys & present)
+        }
+        items, steps = [], set()
+        for step, metrics, stamp in epochs:
+            for k, v in _numeric(metrics).items():
+                if step not in have.get(k, ()):
+                    items.append(Metric(k, v, stamp, step))
+                    have.setdefault(k, set()).add(step)
+                    steps.add(step)
+        for i in range(0, len(items), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+        self._steps.pop(run_id, None)
+        return len(steps)
+
+    def log_missing_params(self, run_id: str, params: dict[str, Any]) -> int:
+        """Log the params a run lacks (one already logged is never changed); returns how many."""
+        have = self.client.get_run(run_id).data.params
+        items = [Param(k, _param(v)) for k, v in params.items() if k not in have]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+        return len(items)
+
+    def artifact_files(self, run_id: str, path: str | None = None) -> dict[str, int | None]:
+        """Every artifact file of a run (relative path -> size), folders walked."""
+        out: dict[str, int | None] = {}
+        for item in self.client.list_artifacts(run_id, path):
+            if item.is_dir:
+                out.update(self.artifact_files(run_id, item.path))
+            else:
+                out[item.path] = item.file_size
+        return out
+
+    def upload_missing(self, run_id: str, folder: Path) -> int:
+        """Upload the files of ``folder`` a run lacks (or has with another size); returns how many."""
+        have = self.artifact_files(run_id)
+        count = 0
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            rel = path.relative_to(folder)
+            if have.get(rel.as_posix(), -1) == path.stat().st_size:
+                continue
+            parent = rel.parent.as_posix()
+            self.client.log_artifact(run_id, str(path), None if parent == "." else parent)
+            count += 1
+        return count
 
     def finish(
         self,
@@ -366,8 +496,12 @@ class StudyTracker:
         status: str,
         artifacts: Path | None = None,
         tags: dict[str, str] | None = None,
+        end_time: int | None = None,
     ) -> None:
-        """Upload the trial's artifacts folder and close its run (``status``: finished/stopped/failed)."""
+        """Upload the trial's artifacts folder and close its run (``status``: finished/stopped/failed).
+
+        ``end_time`` (ms): of a run closed after the fact (by ``ssad study sync``).
+        """
         if artifacts is not None and artifacts.is_dir():
             for item in sorted(artifacts.iterdir()):
                 if item.is_dir():
@@ -377,7 +511,9 @@ class StudyTracker:
         self.client.set_tag(run_id, TAG_STATUS, status)
         for k, v in (tags or {}).items():
             self.client.set_tag(run_id, k, v)
-        self.client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+        self.client.set_terminated(
+            run_id, status="FAILED" if status == "failed" else "FINISHED", end_time=end_time
+        )
 
     def trial_runs(self) -> list:
         """The trial runs of this tracker's launch (see :meth:`current_launch`)."""
@@ -514,6 +650,15 @@ def download_detector(uri: str, *, tracking_uri: str | None = None) -> Path:
 
 
 resolve.register(("models:/", "runs:/"), download_detector)
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a result (no bools, strings, NaN)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    }
 
 
 def _param(value: Any) -> str:
