@@ -40,6 +40,7 @@ from ssad.study.tracking import (
     mark_reachable,
     mark_unreachable,
     reachable,
+    save_runs_view,
     unreachable,
 )
 from ssad.study.trial import resolve_trial_config
@@ -194,6 +195,8 @@ class MlflowTrials(Callback):
 
     def _run(self, trial, start_time: int | None = None) -> str:
         if trial.trial_id not in self.runs:
+            if not self.runs:  # this session's first trial run: the runs table's trials view
+                save_runs_view(self.tracker.client, self.tracker.experiment_id)
             self.runs[trial.trial_id] = self.tracker.trial_run(
                 parent_id=self.parent_id,
                 trial_id=trial.trial_id,
