@@ -305,6 +305,17 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_sync(args: argparse.Namespace) -> int:
+    from ssad.study.spec import load_spec
+    from ssad.study.sync import sync_study
+
+    spec = load_spec(args.spec)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    report = sync_study(spec)
+    print(report.line())
+    return 0
+
+
 def cmd_study_compare(args: argparse.Namespace) -> int:
     from ssad.study.ablation import compare_studies, format_table
     from ssad.study.spec import METRICS, SpecError, load_spec
@@ -454,6 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("spec", type=Path)
     show.add_argument("--metric", help="ablations: print this metric only (default: all)")
     show.set_defaults(func=cmd_study_show)
+    sync = study.add_parser(
+        "sync",
+        help="log to MLflow what a study kept only in Tune's storage (its tracking store was "
+        "away); logs nothing twice",
+    )
+    sync.add_argument("spec", type=Path)
+    sync.set_defaults(func=cmd_study_sync)
     cmp = study.add_parser(
         "compare",
         help="compare two finished studies' best configurations (paired by class and seed)",

@@ -1,0 +1,296 @@
+"""``ssad study sync SPEC``: log to MLflow what a study kept only in Tune's storage.
+
+While the tracking store is away, the driver's MLflow callback (:mod:`ssad.study.callbacks`)
+skips its records and the trials go on; Tune's experiment folder (``<storage_path>/<name>``)
+keeps everything: each trial's config, every epoch's result (``result.json``), its checkpoints
+(the artifacts) and ``error.txt``. Once the store is back, :func:`sync_study` walks that folder
+and, trial by trial, with the callback's own code (tags, params, closing status, artifacts):
+
+* finds the trial's run by its ``ssad.trial_id`` tag (this launch's, from the study record), or
+  creates it, dated by the trial's first result;
+* logs the params it lacks, and every epoch's metrics it lacks, key by key and step by step
+  (a gap is filled, a (key, step) the run has is never logged again);
+* closes a trial Tune ended (``finished``/``stopped``, or ``failed`` with its error text) that the
+  run does not show closed, with the artifacts it lacks, dated by the trial's last result; a
+  trial still running (a study cut short) is left open for its ``--resume``;
+
+then, when every trial of a complete study has ended and the launch's parent run has no
+leaderboard, logs the end-of-study records the runner would have (ablation table, dashboard,
+leaderboard and summary) and closes the parent. Idempotent: a second sync logs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssad.study.callbacks import MlflowTrials, epoch_metrics, result_start_ms
+from ssad.study.record import read_record
+from ssad.study.report import trial_name
+from ssad.study.spec import SpecError, StudySpec
+from ssad.study.tracking import TAG_STATUS, check_tracking_uri
+
+__all__ = ["SyncReport", "TuneTrial", "sync_study", "trial_results"]
+
+log = logging.getLogger(__name__)
+
+ENDED = {"TERMINATED": None, "ERROR": "failed"}  # Tune's end states (None: finished or stopped)
+
+
+@dataclass
+class SyncReport:
+    """What one sync logged."""
+
+    study: str
+    trials: int = 0
+    runs_created: int = 0
+    epochs_logged: int = 0
+    runs_closed: int = 0
+    params_logged: int = 0
+    artifacts_uploaded: int = 0
+    summary_logged: bool = False
+    open_trials: int = 0  # not ended in Tune (a study cut short): left open
+    complete: bool = True  # every trial of the study ended: its summary can be logged
+    duplicates: list[str] = field(default_factory=list)  # trials with more than one run
+
+    @property
+    def logged_anything(self) -> bool:
+        return bool(
+            self.runs_created
+            or self.epochs_logged
+            or self.runs_closed
+            or self.params_logged
+            or self.artifacts_uploaded
+            or self.summary_logged
+        )
+
+    def line(self) -> str:
+        summary = "leaderboard and summary logged" if self.summary_logged else "summary present"
+        if not self.complete:
+            summary = (
+                f"study not complete ({self.open_trials} trials open): its summary is left to "
+                "its --resume"
+            )
+        return (
+            f"sync {self.study}: {self.trials} trials; runs created {self.runs_created}, "
+            f"epochs logged {self.epochs_logged}, runs closed {self.runs_closed}, "
+            f"params logged {self.params_logged}, artifacts uploaded {self.artifacts_uploaded}; "
+            f"{summary}"
+        )
+
+
+def trial_results(folder: Path) -> list[dict[str, Any]]:
+    """A trial's results as Tune wrote them (``result.json``: one JSON object a line).
+
+    A retried trial may report an epoch again: the first report of each epoch is kept (the one
+    the callback logged). A line cut short by a killed driver is skipped.
+    """
+    path = Path(folder) / "result.json"
+    if not path.is_file():
+        return []
+    seen: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "training_iteration" in row:
+            seen.setdefault(int(row["training_iteration"]), row)
+    return [seen[k] for k in sorted(seen)]
+
+
+@dataclass
+class TuneTrial:
+    """What the callback's code reads of a Tune trial, from the experiment folder alone (a
+    restored ``Trial`` needs a Ray session for its local paths)."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str  # Tune's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED
+    path: str
+    checkpoint: Any  # ray.tune.Checkpoint of its newest checkpoint, or None
+    run_metadata: Any  # num_failures
+    error_file: str | None = None
+
+    def get_error(self) -> None:
+        return None  # error_text reads error_file
+
+
+def _load_trials(exp_dir: Path) -> list[TuneTrial]:
+    """The trials of Tune's newest experiment snapshot in ``exp_dir``, by name."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        analysis = ExperimentAnalysis(str(Path(exp_dir).resolve()))
+    except ValueError as exc:  # no experiment snapshot: Tune never started there
+        raise FileNotFoundError(f"{exp_dir}: no Tune experiment to sync ({exc})") from None
+    trials = []
+    for t in analysis.trials:
+        meta = t.run_metadata
+        error = Path(t.path) / (meta.error_filename or "error.txt")
+        trials.append(
+            TuneTrial(
+                trial_id=t.trial_id,
+                config=t.config,
+                status=t.status,
+                path=t.path,
+                checkpoint=t.checkpoint,
+                run_metadata=meta,
+                error_file=str(error) if error.is_file() else None,
+            )
+        )
+    return sorted(trials, key=lambda t: (trial_name(t), t.trial_id))
+
+
+def sync_study(spec: StudySpec) -> SyncReport:
+    """Log to the study's tracking store what its Tune folder has and the store lacks.
+
+    Raises:
+        FileNotFoundError: no launched study under ``spec.storage_path / spec.name``.
+        ConnectionError: the tracking store (the one the study logs to) is unreachable.
+        SpecError: the spec names another study than the folder's record.
+    """
+    exp_dir = spec.storage_path / spec.name
+    record = read_record(exp_dir)
+    if record is None:
+        raise FileNotFoundError(
+            f"{exp_dir}: no study record (ssad_study.json): study {spec.name!r} was not launched "
+            "with this storage_path"
+        )
+    if record.get("study") != spec.name or record.get("experiment") != spec.experiment:
+        raise SpecError(
+            f"{spec.path}: the study record in {exp_dir} is of study {record.get('study')!r} "
+            f"(experiment {record.get('experiment')!r})"
+        )
+    check_tracking_uri(record["tracking_uri"])  # unreachable: a ConnectionError naming it
+    trials = _load_trials(exp_dir)
+    callback = MlflowTrials(exp_dir)
+    callback.open(fail_fast=False)  # MLflow's patient retries: the store should be back
+    tracker = callback.tracker
+    parent = tracker.client.get_run(callback.parent_id)
+    callback.sha = parent.data.tags.get("ssad.git_sha", callback.sha)  # the launch's commit
+    report = SyncReport(study=spec.name, trials=len(trials))
+    spans: list[tuple[float, float]] = []
+    for trial in trials:
+        rows = trial_results(Path(trial.path))
+        if not rows and trial.status not in ENDED:
+            continue  # never started: the callback had no run for it either
+        start, end = _start_time(trial, rows), _end_time(trial, rows)
+        if start is not None and end is not None:
+            spans.append((start, end))
+        _sync_trial(callback, trial, rows, report)
+    report.complete = report.open_trials == 0 and len(trials) >= spec.total_trials()
+    if report.complete:
+        report.summary_logged = _sync_summary(callback, spec, spans)
+    return report
+
+
+def _sync_trial(callback: MlflowTrials, trial, rows: list[dict[str, Any]], report) -> None:
+    tracker = callback.tracker
+    found = tracker.trial_runs_of(trial.trial_id)
+    if len(found) > 1:
+        report.duplicates.append(trial_name(trial))
+        log.warning(
+            "trial %s has %d runs in %s; syncing the oldest",
+            trial_name(trial),
+            len(found),
+            tracker.tracking_uri,
+        )
+    if found:
+        run = found[0]
+        run_id = run.info.run_id
+        callback.runs[trial.trial_id] = run_id
+    else:
+        run_id = callback._run(trial, _start_time(trial, rows))
+        run = tracker.client.get_run(run_id)
+        report.runs_created += 1
+    report.params_logged += tracker.log_missing_params(run_id, callback.trial_params(trial))
+    epochs = [
+        (
+            int(r["training_iteration"]),
+            epoch_metrics(r),
+            int(float(r.get("timestamp", 0)) * 1000),
+        )
+        for r in rows
+    ]
+    report.epochs_logged += tracker.fill_steps(run_id, epochs)
+    tags = dict(run.data.tags)
+    extra = {}
+    node = next((r["node_id"] for r in reversed(rows) if "node_id" in r), None)
+    if node is not None and tags.get("ssad.node_id") != node:
+        extra["ssad.node_id"] = node  # where it ran last, as the callback tags it
+    failures = _failures(trial)
+    if failures and tags.get("ssad.failures") != str(failures):
+        extra["ssad.failures"] = str(failures)
+    if extra:
+        tracker.set_tags(run_id, extra)
+    if trial.status not in ENDED:
+        report.open_trials += 1
+        return
+    if tags.get(TAG_STATUS) is not None and run.info.status != "RUNNING":
+        return  # closed by the callback (its artifacts went first)
+    epochs_done = int(rows[-1]["training_iteration"]) if rows else 0
+    status = ENDED[trial.status] or callback.closing_status(trial, epochs_done)
+    end = _end_time(trial, rows)
+    with callback.final_artifacts(trial, status) as (folder, closing):
+        if folder is not None:
+            report.artifacts_uploaded += tracker.upload_missing(run_id, folder)
+        tracker.finish(run_id, status=status, tags=closing, end_time=end)
+    report.runs_closed += 1
+
+
+def _start_time(trial, rows: list[dict[str, Any]]) -> int | None:
+    """When the trial started (ms): from its first result, else its folder's ``params.json``."""
+    if rows:
+        return result_start_ms(rows[0])
+    params = Path(trial.path) / "params.json"
+    return int(params.stat().st_mtime * 1000) if params.is_file() else None
+
+
+def _end_time(trial, rows: list[dict[str, Any]]) -> int | None:
+    """When the trial ended (ms): its last result, or its error file when written later."""
+    times = [float(rows[-1].get("timestamp", 0))] if rows else []
+    error = getattr(trial, "error_file", None)
+    if error and Path(error).is_file():
+        times.append(Path(error).stat().st_mtime)
+    return int(max(times) * 1000) if times else None
+
+
+def _failures(trial) -> int:
+    meta = getattr(trial, "run_metadata", None)
+    return int(getattr(meta, "num_failures", 0) or 0)
+
+
+def _sync_summary(
+    callback: MlflowTrials, spec: StudySpec, spans: list[tuple[float, float]]
+) -> bool:
+    """The runner's end-of-study records on the launch's parent run, those it lacks."""
+    from ssad.study.dashboard import dashboard_for, log_dashboard
+    from ssad.study.leaderboard import leaderboard, summary_artifacts
+
+    tracker, parent_id = callback.tracker, callback.parent_id
+    have = tracker.artifact_files(parent_id)
+    if "leaderboard.csv" in have:
+        return False
+    board, stats = leaderboard(tracker, spec)
+    # the runner measures its fit; here: from the first trial's start to the last one's end
+    wall = (max(e for _, e in spans) - min(s for s, _ in spans)) / 1000 if spans else 0.0
+    stats["wall_s"] = wall
+    stats["parallel_efficiency"] = (
+        stats["trial_seconds"] / (wall * spec.max_concurrent) if wall > 0 else 0.0
+    )
+    if spec.kind == "ablation" and "ablation/ablation.csv" not in have:
+        from ssad.study.ablation import log_results, results_table
+
+        log_results(tracker, parent_id, results_table(tracker, spec), spec)
+    dash = dashboard_for(spec)
+    if not any(p.startswith("dashboards/") and p.endswith(".html") for p in have):
+        try:
+            log_dashboard(tracker, parent_id, dash, spec)
+        except (ValueError, OSError) as exc:  # as in the runner: never costs the summary
+            log.warning("dashboard not rendered: %s", exc)
+    summary_artifacts(tracker, parent_id, board, stats)
+    return True
