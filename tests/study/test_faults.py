@@ -9,15 +9,21 @@ real trials on the tiny data set. Trial faults are injected through ``SSAD_FAULT
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException, RestException
 
+from ssad.cli import main
 from ssad.study.runner import run_study
 from ssad.study.spec import SpecError, load_spec
 
@@ -174,6 +180,240 @@ def test_mlflow_server_down_at_start(make_spec, tmp_path: Path, study_helpers) -
     assert uri in proc.stderr and "not reachable" in proc.stderr
     assert not (tmp_path / "ray").exists()  # nothing launched, no Tune folder
     assert not (tmp_path / "no-ray").exists()  # Ray was never started
+
+
+# ---- the driver's MLflow callback and the tracker without their store (no Ray, no server) ------
+
+
+class _DeadStore:
+    """A tracker whose MLflow calls fail as MLflow's client does on a stopped server (until up)."""
+
+    tracking_uri = "http://127.0.0.1:9"
+
+    def __init__(self) -> None:
+        self.calls, self.up, self.logged, self.finished = 0, False, [], None
+
+    def _call(self) -> None:
+        self.calls += 1
+        if not self.up:
+            raise MlflowException(
+                f"API request to {self.tracking_uri}/api/2.0/mlflow/runs/create failed with "
+                "exception HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded "
+                "(Caused by NewConnectionError: [Errno 111] Connection refused)"
+            )
+
+    @property
+    def client(self) -> SimpleNamespace:
+        self._call()
+        return SimpleNamespace(
+            get_experiment=lambda _id: SimpleNamespace(tags={}),
+            set_experiment_tag=lambda *args: None,
+        )
+
+    @property
+    def experiment_id(self) -> str:
+        self._call()
+        return "1"
+
+    def trial_run(self, **kwargs) -> str:
+        self._call()
+        return "run-1"
+
+    def log_step(self, run_id: str, metrics: dict, step: int) -> None:
+        self._call()
+        self.logged.append(step)
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        self._call()
+
+    def finish(self, run_id: str, **kwargs) -> None:
+        self._call()
+        self.finished = kwargs["status"]
+
+
+def test_callback_survives_a_dead_tracking_store(tmp_path: Path, caplog) -> None:
+    """Every hook's MLflow failure is swallowed with one warning per outage; while the store is
+    away the hooks make no call until the retry time; once it answers they log again."""
+    from ssad.config import Config
+    from ssad.study import callbacks, tracking
+
+    cb = callbacks.MlflowTrials(tmp_path)
+    store = _DeadStore()
+    cb.tracker, cb.parent_id, cb.base, cb.prints = store, "parent", Config().to_dict(), {}
+    config = {"class_name": "brick", "config_id": "c1", "seed": 0, "params": {}}
+    trial = SimpleNamespace(
+        trial_id="t1", config=config, checkpoint=None, last_result={"training_iteration": 3}
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="ssad.study.callbacks"):
+            cb.on_trial_start(0, [], trial)
+            for step in (1, 2):
+                cb.on_trial_result(0, [], trial, {"training_iteration": step, "loss": 1.0})
+            assert store.calls == 1  # one try, then nothing until the retry time
+            assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
+            assert store.tracking_uri in tracking._UNREACHABLE
+            cb.retry_at = 0.0  # the retry time has come: the store is back
+            store.up = True
+            cb.on_trial_result(0, [], trial, {"training_iteration": 3, "loss": 1.0})
+            cb.on_trial_complete(0, [], trial)
+    finally:
+        tracking.mark_reachable(store.tracking_uri)
+    assert store.logged == [3] and store.finished == cb.closing_status(trial, 3)
+    assert "reachable again" in caplog.text and cb.missed == {"t1"}
+
+
+def test_known_dead_server_fails_at_once(study_helpers) -> None:
+    """A tracker on a server this process found away raises TrackingUnavailable (a
+    ConnectionError naming `ssad study sync`) at once instead of MLflow's minutes of retries."""
+    from ssad.study import tracking
+
+    uri = f"http://127.0.0.1:{study_helpers.free_port()}"
+    tracker = tracking.StudyTracker(uri, "e", "s")
+    tracking.mark_unreachable(uri)
+    tic = time.monotonic()
+    try:
+        with pytest.raises(tracking.TrackingUnavailable, match="ssad study sync"):
+            tracker.trial_runs()
+    finally:
+        tracking.mark_reachable(uri)
+    assert time.monotonic() - tic < 10
+    assert tracking.unreachable(MlflowException("API request failed: Connection refused"))
+    assert not tracking.unreachable(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST"}))
+
+
+def test_fill_steps_fills_gaps_key_by_key(tmp_path: Path) -> None:
+    """`fill_steps` logs each (metric, step) a run lacks, never one it has; `log_step` fills a
+    gap too and never logs a step twice."""
+    from ssad.study.tracking import StudyTracker
+
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", "s")
+    run_id = tracker.create_run(run_name="t", tags={})
+    tracker.log_step(run_id, {"loss": 1.0, "val_x": 0.1}, 1)
+    tracker.log_step(run_id, {"loss": 3.0}, 3)  # step 2 missing; val_x missing at 3
+    epochs = [
+        (s, {"loss": float(s), "val_x": s / 10, "phase": "x"}, 1000 * s) for s in (1, 2, 3, 4)
+    ]
+    assert tracker.fill_steps(run_id, epochs) == 3  # steps 2, 3 (val_x) and 4
+    for key in ("loss", "val_x"):
+        assert sorted(s for s, _ in tracker.metric_history(run_id, key)) == [1, 2, 3, 4]
+    assert tracker.fill_steps(run_id, epochs) == 0
+    tracker.log_step(run_id, {"loss": 9.0}, 2)  # logged since: skipped
+    assert sorted(s for s, _ in tracker.metric_history(run_id, "loss")) == [1, 2, 3, 4]
+    assert tracker.log_missing_params(run_id, {"a": 1, "b": (1, 2)}) == 2
+    assert tracker.log_missing_params(run_id, {"a": 1, "b": (1, 2)}) == 0
+
+
+# ---- MLflow tracking server down mid-study, then `ssad study sync` -----------------------------
+
+
+@pytest.mark.slow
+def test_mlflow_server_down_mid_study_then_sync(
+    make_spec, tmp_path: Path, study_helpers, ray_sandbox, capsys
+) -> None:
+    """A real server, stopped once the first trial's first epoch is logged: the study runs to its
+    end (the trials keep their results in Tune's storage; the driver warns once, never stalls in
+    MLflow's retries) and exits 2 naming `ssad study sync`. The server restarted on the same port
+    and store, `ssad study sync SPEC` logs the rest: one run per trial, each trial's epochs
+    1..n of `val_image_auroc` and `loss` exactly once, statuses as the callback sets them, the
+    parent's leaderboard; a second sync logs nothing."""
+    port = study_helpers.free_port()
+    uri = f"http://127.0.0.1:{port}"
+    folder = tmp_path / "server"
+    folder.mkdir()
+    store = {
+        "port": port,
+        "backend_store": f"sqlite:///{folder / 'server.db'}",
+        "artifacts": folder / "artifacts",
+    }
+    server_log = open(folder / "server.log", "ab")  # noqa: SIM115 (closed at the end)
+    server = study_helpers.start_mlflow_server(**store, log=server_log)
+    try:
+        study_helpers.wait_http(f"{uri}/health", 120, server)
+        # one trial at a time: the second one (the other class) runs wholly without the server
+        path = make_spec(
+            tmp_path, name="downmid", tracking_uri=uri, num_samples=1, max_concurrent=1
+        )
+        spec = load_spec(path)
+        study_log = tmp_path / "study.log"
+        with open(study_log, "wb") as out:
+            study = ray_sandbox.popen(
+                [sys.executable, "-m", "ssad.cli", "study", "run", str(path)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        client = MlflowClient(uri)
+        deadline = time.monotonic() + 240
+        while not (
+            client.get_experiment_by_name(spec.experiment) is not None
+            and any("loss" in r.data.metrics for r in _runs(client, spec.experiment))
+        ):
+            assert study.poll() is None, study_log.read_text()[-4000:]
+            assert time.monotonic() < deadline, "no epoch logged in 240 s"
+            time.sleep(0.3)
+        study_helpers.stop_group(server)
+        rc = study.wait(timeout=300)
+        text = study_log.read_text()
+        # the end-of-study leaderboard needs the store: a clear error, no traceback, no stall
+        assert rc == 2, text[-4000:]
+        assert "unreachable" in text and "ssad study sync" in text, text[-4000:]
+        assert text.count("the trials continue") == 1, text[-4000:]  # warned once
+        assert "Traceback" not in text, text[-4000:]
+
+        server = study_helpers.start_mlflow_server(**store, log=server_log)
+        study_helpers.wait_http(f"{uri}/health", 120, server)
+        capsys.readouterr()
+        assert main(["study", "sync", str(path)]) == 0  # `ssad study sync SPEC`, in-process
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        found = re.search(r"runs created (\d+), epochs logged (\d+), runs closed (\d+)", line)
+        assert found, line
+        created, epochs, closed = map(int, found.groups())
+        assert created >= 1 and epochs >= 1 and closed >= created, line
+        assert "leaderboard and summary logged" in line, line
+
+        # Tune's storage: every trial and epoch; the store now: the same, once
+        tune: dict[str, list[int]] = {}
+        for result in (spec.storage_path / spec.name).glob("*/result.json"):
+            rows = [json.loads(r) for r in result.read_text().splitlines() if r.strip()]
+            tune[rows[0]["trial_id"]] = sorted({r["training_iteration"] for r in rows})
+        assert len(tune) == spec.total_trials()
+        runs = _runs(client, spec.experiment)
+        assert sorted(r.data.tags["ssad.trial_id"] for r in runs) == sorted(tune)  # no duplicate
+        history = {}
+        for run in runs:
+            run_id, tags = run.info.run_id, run.data.tags
+            steps = tune[tags["ssad.trial_id"]]
+            assert steps == list(range(1, steps[-1] + 1))
+            for key in ("val_image_auroc", "loss"):
+                got = sorted(m.step for m in client.get_metric_history(run_id, key))
+                assert got == steps, (tags["ssad.trial_name"], key, got, steps)
+                history[run_id, key] = got
+            status = "finished" if steps[-1] == study_helpers.MAX_EPOCHS else "stopped"
+            assert tags["ssad.status"] == status and run.info.status == "FINISHED", tags
+            assert run.info.start_time <= run.info.end_time
+            assert "memory.k" in run.data.params and tags["ssad.class"] in spec.classes
+            assert "config.yaml" in {a.path for a in client.list_artifacts(run_id)}
+        exp_id = client.get_experiment_by_name(spec.experiment).experiment_id
+        (parent,) = client.search_runs([exp_id], "tags.`ssad.role` = 'study'")
+        assert parent.info.status == "FINISHED"
+        assert parent.data.metrics["trials"] == spec.total_trials()
+        board = client.download_artifacts(parent.info.run_id, "leaderboard.csv", str(tmp_path))
+        assert len(Path(board).read_text().splitlines()) == 1 + len(spec.classes)
+
+        # a second sync logs nothing
+        assert main(["study", "sync", str(path)]) == 0
+        again = capsys.readouterr().out
+        assert (
+            "runs created 0, epochs logged 0, runs closed 0, params logged 0, "
+            "artifacts uploaded 0; summary present"
+        ) in again, again
+        assert len(_runs(client, spec.experiment)) == len(runs)
+        for (run_id, key), got in history.items():
+            assert sorted(m.step for m in client.get_metric_history(run_id, key)) == got
+        assert len(client.get_metric_history(parent.info.run_id, "trials")) == 1
+    finally:
+        study_helpers.stop_group(server)
+        server_log.close()
 
 
 # ---- two studies at once, one MLflow server, one Ray cluster -----------------------------------
