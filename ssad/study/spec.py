@@ -362,6 +362,9 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
     base = base.with_overrides(flatten(base_over, source=src), source=f"{src}: base.overrides")
     if data_root != "synthetic":  # the synthetic root is generated (and set) by the runner
         base = base.with_overrides({"data.root": str(Path(data_root).expanduser().resolve())})
+    if base.model.weights not in ("none", "imagenet"):  # a file: trials run in other folders
+        weights = str(Path(base.model.weights).expanduser().resolve())
+        base = base.with_overrides({"model.weights": weights})
     ablation: dict[str, Any] = {}
     if kind == "ablation":
         ablation = _load_variants(raw, base, src)
