@@ -15,6 +15,8 @@ from ssad.study.tracking import TAG_CLASS, TAG_STATUS, TAG_VARIANT, StudyTracker
 
 __all__ = ["best_configs", "comparable", "leaderboard", "summary_artifacts", "trials_frame"]
 
+TAG_SUMMARY = "ssad.summary"  # the trial counts the parent run's summary metrics were logged for
+
 
 def trials_frame(
     tracker: StudyTracker, spec: StudySpec, *, metrics: list[str] | None = None
@@ -112,11 +114,20 @@ def leaderboard(tracker: StudyTracker, spec: StudySpec) -> tuple[pd.DataFrame, d
 def summary_artifacts(
     tracker: StudyTracker, parent_id: str, board: pd.DataFrame, stats: dict[str, Any]
 ) -> None:
-    """Leaderboard CSV/HTML and summary metrics on the study's parent run."""
+    """Leaderboard CSV/HTML and summary metrics on the study's parent run, then close it.
+
+    The metrics go with a tag holding the trial counts they summarise, in one batch: a driver
+    killed after it and before the close logs them again on ``--resume`` only if the counts
+    changed (a resumed study that re-ran failed trials), never the same summary twice.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         board.to_csv(Path(tmp) / "leaderboard.csv", index=False)
         (Path(tmp) / "leaderboard.html").write_text(board.to_html(index=False))
         (Path(tmp) / "summary.json").write_text(json.dumps(stats, indent=2))
         tracker.log_artifacts(parent_id, Path(tmp))
-    tracker.log_metrics(parent_id, {k: float(v) for k, v in stats.items()})
+    counts = {k: v for k, v in stats.items() if k not in ("wall_s", "parallel_efficiency")}
+    key = json.dumps(counts, sort_keys=True, default=str)
+    if tracker.run_tags(parent_id).get(TAG_SUMMARY) != key:
+        metrics = {k: float(v) for k, v in stats.items()}
+        tracker.log_metrics(parent_id, metrics, tags={TAG_SUMMARY: key})
     tracker.close(parent_id)

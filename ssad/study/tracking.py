@@ -38,7 +38,7 @@ from typing import Any
 import requests
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import LoggedModelOutput, Metric, Param
+from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
@@ -591,10 +591,15 @@ class StudyTracker:
     def create_run(self, *, run_name: str, tags: dict[str, str]) -> str:
         return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], *, tags: dict[str, str] | None = None
+    ) -> None:
+        """Metrics (step 0) and ``tags`` in one batch: one request, stored together or not."""
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        self.client.log_batch(run_id, metrics=items)
+        self.client.log_batch(
+            run_id, metrics=items, tags=[RunTag(k, v) for k, v in (tags or {}).items()]
+        )
 
     def log_artifacts(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """Upload a file or a folder's contents (under ``artifact_path``) to a run."""

@@ -59,3 +59,26 @@ def test_without_finished_trials_compare_at_the_deepest_epoch() -> None:
     )
     assert sorted(comparable(df, M)["config_id"]) == ["b", "c"]
     assert best_configs(df, SPEC) == {"gelcap": "c"}  # brick has no trials: absent
+
+
+def test_summary_metrics_are_logged_once_per_summary(tmp_path) -> None:
+    """A driver killed between the summary and the parent's close re-logs nothing on --resume;
+    a resume that changed the counts (failed trials re-run) logs the new summary."""
+    from mlflow import MlflowClient
+
+    from ssad.study.leaderboard import summary_artifacts
+    from ssad.study.tracking import StudyTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = StudyTracker(uri, "exp", "study")
+    parent = tracker.parent_run(params={"a": 1}, artifacts=[])
+    board = pd.DataFrame([{"class": "brick", "trials": 2}])
+    stats = {"trials": 2, "finished": 1, "failed": 1, "trial_seconds": 10.0, "wall_s": 30.0}
+    summary_artifacts(tracker, parent, board, stats)
+    summary_artifacts(tracker, parent, board, {**stats, "wall_s": 0.2})  # the resume's re-run
+    client = MlflowClient(uri)
+    assert [m.value for m in client.get_metric_history(parent, "wall_s")] == [30.0]
+    assert len(client.get_metric_history(parent, "trials")) == 1
+    summary_artifacts(tracker, parent, board, {**stats, "finished": 2, "failed": 0})
+    assert [m.value for m in client.get_metric_history(parent, "failed")] == [1.0, 0.0]
+    assert client.get_run(parent).info.status == "FINISHED"
