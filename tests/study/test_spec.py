@@ -46,6 +46,21 @@ def test_demo_spec_loads() -> None:
     assert spec.storage_path.is_absolute()
 
 
+def test_ablation_demo_spec_loads() -> None:
+    spec = load_spec(REPO / "studies" / "ablation_demo.yaml")
+    assert spec.kind == "ablation" and spec.baseline == "this-project"
+    assert list(spec.variants) == [
+        "this-project",
+        "fifo-bank",
+        "dense",
+        "4-way",
+        "no-scar",
+        "cutpaste-fill",
+    ]
+    assert spec.total_trials() == 2 * 6 * 3
+    assert spec.base.memory.fill == "final" and spec.base.train.val_every == 0
+
+
 def test_mvtec_spec_loads() -> None:
     spec = load_spec(REPO / "studies" / "mvtec.yaml")
     assert len(spec.classes) == 15
