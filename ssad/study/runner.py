@@ -24,7 +24,7 @@ from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import StudyTracker, check_tracking_uri
 from ssad.study.trial import load_state, resolve_trial_config, run_trial
 
-__all__ = ["check_resources", "preflight", "run_study", "synthetic_root"]
+__all__ = ["check_resources", "finish_study", "preflight", "run_study", "synthetic_root"]
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,6 @@ def run_study(
     from ray.tune.schedulers import FIFOScheduler
 
     from ssad.study.callbacks import MlflowTrials
-    from ssad.study.dashboard import dashboard_for, log_dashboard
-    from ssad.study.leaderboard import leaderboard, summary_artifacts
     from ssad.study.routing import (
         ClassRoutedScheduler,
         ClassRoutedSearcher,
@@ -288,24 +286,7 @@ def run_study(
             ),
         )
     results = tuner.fit()
-    wall = time.time() - tic
-    board, stats = leaderboard(tracker, spec)
-    stats["wall_s"] = wall
-    stats["parallel_efficiency"] = (
-        stats["trial_seconds"] / (wall * spec.max_concurrent) if wall else 0.0
-    )
-    table = None
-    if spec.kind == "ablation":
-        from ssad.study.ablation import log_results, results_table
-
-        table = results_table(tracker, spec)
-        log_results(tracker, parent_id, table, spec)
-    try:
-        log_dashboard(tracker, parent_id, dashboard_for(spec), spec)
-    except (ValueError, OSError) as exc:  # a broken dashboard must not fail a finished study
-        log.warning("dashboard not rendered: %s", exc)
-    faults.stall("final", fault)  # test-only: a driver SIGKILLed mid-way through this logging
-    summary_artifacts(tracker, parent_id, board, stats)
+    board, stats, table = finish_study(tracker, parent_id, spec, time.time() - tic, fault=fault)
     errors = sum(1 for r in results if r.error is not None)
     return {
         "leaderboard": board,
@@ -316,3 +297,44 @@ def run_study(
         "tracking_uri": spec.tracking_uri,
         "ablation": table,
     }
+
+
+def finish_study(
+    tracker: StudyTracker,
+    parent_id: str,
+    spec: StudySpec,
+    wall: float,
+    *,
+    have: frozenset[str] | set[str] = frozenset(),
+    fault: str | None = None,
+) -> tuple[Any, dict[str, Any], Any]:
+    """The end-of-study records on the launch's parent run: an ablation's table, the dashboard,
+    the leaderboard and the summary (then the run is closed). ``have``: the parent's artifact
+    paths already there (``ssad study sync``), not logged again.
+
+    Returns:
+        (leaderboard, summary stats, ablation table or None)
+    """
+    from ssad.study.dashboard import dashboard_for, log_dashboard
+    from ssad.study.leaderboard import leaderboard, summary_artifacts
+
+    board, stats = leaderboard(tracker, spec)
+    stats["wall_s"] = wall
+    stats["parallel_efficiency"] = (
+        stats["trial_seconds"] / (wall * spec.max_concurrent) if wall > 0 else 0.0
+    )
+    table = None
+    if spec.kind == "ablation":
+        from ssad.study.ablation import log_results, results_table
+
+        table = results_table(tracker, spec)
+        if "ablation/ablation.csv" not in have:
+            log_results(tracker, parent_id, table, spec)
+    if not any(p.startswith("dashboards/") and p.endswith(".html") for p in have):
+        try:
+            log_dashboard(tracker, parent_id, dashboard_for(spec), spec)
+        except (ValueError, OSError) as exc:  # a broken dashboard must not fail a finished study
+            log.warning("dashboard not rendered: %s", exc)
+    faults.stall("final", fault)  # test-only: a driver SIGKILLed mid-way through this logging
+    summary_artifacts(tracker, parent_id, board, stats)
+    return board, stats, table

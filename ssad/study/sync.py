@@ -268,29 +268,13 @@ def _sync_summary(
     callback: MlflowTrials, spec: StudySpec, spans: list[tuple[float, float]]
 ) -> bool:
     """The runner's end-of-study records on the launch's parent run, those it lacks."""
-    from ssad.study.dashboard import dashboard_for, log_dashboard
-    from ssad.study.leaderboard import leaderboard, summary_artifacts
+    from ssad.study.runner import finish_study
 
     tracker, parent_id = callback.tracker, callback.parent_id
     have = tracker.artifact_files(parent_id)
     if "leaderboard.csv" in have:
         return False
-    board, stats = leaderboard(tracker, spec)
     # the runner measures its fit; here: from the first trial's start to the last one's end
     wall = (max(e for _, e in spans) - min(s for s, _ in spans)) / 1000 if spans else 0.0
-    stats["wall_s"] = wall
-    stats["parallel_efficiency"] = (
-        stats["trial_seconds"] / (wall * spec.max_concurrent) if wall > 0 else 0.0
-    )
-    if spec.kind == "ablation" and "ablation/ablation.csv" not in have:
-        from ssad.study.ablation import log_results, results_table
-
-        log_results(tracker, parent_id, results_table(tracker, spec), spec)
-    dash = dashboard_for(spec)
-    if not any(p.startswith("dashboards/") and p.endswith(".html") for p in have):
-        try:
-            log_dashboard(tracker, parent_id, dash, spec)
-        except (ValueError, OSError) as exc:  # as in the runner: never costs the summary
-            log.warning("dashboard not rendered: %s", exc)
-    summary_artifacts(tracker, parent_id, board, stats)
+    finish_study(tracker, parent_id, spec, wall, have=set(have))
     return True
