@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from benchmarks import reference as ref
+from benchmarks.early_stopping import bench_early_stopping
 from benchmarks.large_bank import bench_large_bank
 from benchmarks.scoring import bench_scoring
+from benchmarks.study_overhead import bench_study
 from benchmarks.timing import check, first_calls, pair_row, side_by_side
 from benchmarks.train_step import bench_train_step
 from ssad.config import load_config
@@ -333,4 +335,6 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "train_step": bench_train_step,
     "large_bank": bench_large_bank,
     "scoring": bench_scoring,
+    "study": bench_study,  # P4: two small real studies (~7 min on 2 shared cores)
+    "early_stopping": bench_early_stopping,  # P5: two small real studies (~8 min)
 }

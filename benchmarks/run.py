@@ -11,6 +11,11 @@ libraries' defaults.
 
 Ratios are baseline seconds / our seconds (best of N per call): > 1 means ssad's version is faster.
 The markdown table is also written next to the JSON file (``results.md``).
+
+The issue's targets have their own rows: ``train_step`` (P1: end-to-end step / pure step, ~2 min),
+``large_bank`` (P2, ~9 min), ``study`` (P4: two small real studies, ~4 min) and
+``early_stopping`` (P5: ASHA vs none, ~6 min); ``benchmarks/scale.py`` turns their JSON into the
+README's scale table.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import early_stopping, study_overhead
 from benchmarks.cases import BENCHMARKS, Row
 from benchmarks.timing import machine_info, set_threads
 
@@ -60,6 +66,8 @@ def run(
         "pairs": [r for r in rows if r["kind"] == "pair"],
         "throughput": [r for r in rows if r["kind"] == "throughput"],
         "end_to_end": [r for r in rows if r["kind"] == "end_to_end"],
+        "study": [r for r in rows if r["kind"] == "study"],
+        "early_stopping": [r for r in rows if r["kind"] == "early_stopping"],
     }
 
 
@@ -76,7 +84,8 @@ def _sizes(sizes: dict[str, object]) -> str:
 
 
 def markdown(results: dict[str, object]) -> str:
-    """Two tables: implementation pairs (with ratios) and data-vs-training throughput."""
+    """Tables: implementation pairs (with ratios), data-vs-training throughput, the P1
+    end-to-end step, P4 study overhead and P5 early stopping (those present)."""
     m = results["machine"]
     lines = [
         f"Machine: {m['processor']}, {m['cpu_usable']} usable of {m['cpu_count']} CPUs, "
@@ -85,10 +94,13 @@ def markdown(results: dict[str, object]) -> str:
         f"load average {m['load_average_1_5_15']}; torch {m['versions']['torch']}, "
         f"numpy {m['versions']['numpy']}, faiss {m['versions']['faiss']}"
         + (" — QUICK sizes (smoke test)" if results["quick"] else ""),
-        "",
-        "| benchmark | ours | baseline | sizes | baseline | ours | ratio best (median) |",
-        "|---|---|---|---|---:|---:|---:|",
     ]
+    if results["pairs"]:
+        lines += [
+            "",
+            "| benchmark | ours | baseline | sizes | baseline | ours | ratio best (median) |",
+            "|---|---|---|---|---:|---:|---:|",
+        ]
     for r in results["pairs"]:
         baseline = r["baseline"] if r["equivalent"] else f"{r['baseline']} *(not equivalent)*"
         if "ours_value" in r:
@@ -141,6 +153,8 @@ def markdown(results: dict[str, object]) -> str:
                 f"| {r['ratio_schedule']:.2f} ({r['schedule_epochs']['phase1']} + "
                 f"{r['schedule_epochs']['phase2']} epochs) |"
             )
+    lines += study_overhead.markdown(results.get("study", []))
+    lines += early_stopping.markdown(results.get("early_stopping", []))
     lines += [
         "",
         "Ratio = baseline time / our time (best of N, median in brackets); > 1: ours is faster. "
