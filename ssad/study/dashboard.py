@@ -43,7 +43,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from ssad.config import Config, read_yaml_mapping
 from ssad.study.leaderboard import leaderboard, trials_frame
 from ssad.study.spec import SearchSpace, StudySpec
-from ssad.study.tracking import StudyTracker
+from ssad.study.tracking import TRACKING_ERRORS, StudyTracker
 
 if TYPE_CHECKING:
     import optuna
@@ -342,8 +342,6 @@ def _no_progress_bars() -> Iterator[None]:
 def _run_heatmaps(
     tracker: StudyTracker, run_id: str, max_images: int
 ) -> tuple[tuple[str, bytes], ...]:
-    from mlflow.exceptions import MlflowException
-
     try:
         names = sorted(
             a.path
@@ -361,7 +359,7 @@ def _run_heatmaps(
                 )
                 for name in names
             )
-    except (MlflowException, OSError):
+    except TRACKING_ERRORS:  # MLflow's errors, named by the adapter
         return ()
 
 
