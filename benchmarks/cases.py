@@ -22,11 +22,10 @@ from benchmarks.large_bank import bench_large_bank
 from benchmarks.scoring import bench_scoring
 from benchmarks.study_overhead import bench_study
 from benchmarks.timing import check, first_calls, pair_row, side_by_side
-from benchmarks.train_step import bench_train_step
+from benchmarks.train_step import bench_train_step, brick_pretext
 from ssad.config import load_config
 from ssad.data.images import to_tensor
 from ssad.data.pretext import PretextDataset
-from ssad.data.synthetic import make_sample
 from ssad.localize import grid_starts, patch_score_grid, upsample_grid
 from ssad.memory import MemoryBank
 from ssad.metrics import aupro
@@ -232,17 +231,7 @@ def bench_aupro(quick: bool) -> list[Row]:
 # ---- 5. pretext generation vs training throughput ------------------------------------------------
 def _pretext_dataset(mode: str, batch: int, length: int) -> PretextDataset:
     config = load_config(preset="cpu", overrides={"pretext.mode": mode, "train.batch_size": batch})
-    size = config.data.image_size
-    samples = [make_sample("brick", split="train", index=i, size=size) for i in range(8)]
-    sources = [make_sample("gravel", split="train", index=i, size=size).image for i in range(4)]
-    return PretextDataset(
-        [s.image for s in samples],
-        config=config,
-        fg_masks=[s.foreground for s in samples],
-        sources=sources,
-        length=length,
-        seed=0,
-    )
+    return brick_pretext(config, length)  # seed: the config's, 0
 
 
 def _loader_seconds_per_batch(dataset: PretextDataset, batch: int, batches: int) -> float:

@@ -33,26 +33,19 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.studies import instrumented_study, local_ray, make_data, per_trial, write_spec
+from benchmarks.studies import (
+    base_overrides,
+    instrumented_study,
+    local_ray,
+    make_data,
+    per_trial,
+    write_spec,
+)
 
 __all__ = ["bench_early_stopping", "compare", "main", "markdown", "measure"]
 
 TARGETS = {"compute_ratio": 0.35, "auroc_lost": 0.01}
 Row = dict[str, Any]
-
-
-def base_overrides(min_samples: int, epochs: tuple[int, int]) -> dict[str, Any]:
-    return {
-        "data.image_size": 64,
-        "pretext.patch_size": 16,
-        "train.phase1_epochs": epochs[0],
-        "train.phase2_epochs": epochs[1],
-        "train.min_samples": min_samples,
-        "train.batch_size": 16,
-        "memory.bank_size": 500,
-        "eval.tsne": False,
-        "eval.heatmaps": 2,
-    }
 
 
 def _study(raw: dict[str, Any], scheduler: str) -> Row:

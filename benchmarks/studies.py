@@ -61,6 +61,21 @@ HOOKS = (
 )
 
 
+def base_overrides(min_samples: int, epochs: tuple[int, int]) -> dict[str, Any]:
+    """The tests' tiny trial (64 px, 16 px patches, batch 16) with a chosen length."""
+    return {
+        "data.image_size": 64,
+        "pretext.patch_size": 16,
+        "train.phase1_epochs": epochs[0],
+        "train.phase2_epochs": epochs[1],
+        "train.min_samples": min_samples,
+        "train.batch_size": 16,
+        "memory.bank_size": 500,
+        "eval.tsne": False,
+        "eval.heatmaps": 2,
+    }
+
+
 def make_data(root: Path, classes: list[str], *, n_train: int, n_test_good: int, per_defect: int):
     """A 64 px synthetic MVTec-layout data set (``ssad.data.synthetic.generate``, seed 0)."""
     from ssad.data.synthetic import generate

@@ -34,28 +34,20 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.studies import instrumented_study, local_ray, make_data, per_trial, write_spec
+from benchmarks.studies import (
+    base_overrides,
+    instrumented_study,
+    local_ray,
+    make_data,
+    per_trial,
+    write_spec,
+)
 
 __all__ = ["bench_study", "main", "markdown", "measure"]
 
 TARGETS = {"tracking_share": 0.02, "driver_share": 0.02, "parallel_efficiency": 0.85}
 CLASSES = ["brick", "gelcap"]
 Row = dict[str, Any]
-
-
-def base_overrides(min_samples: int, epochs: tuple[int, int]) -> dict[str, Any]:
-    """The tests' tiny trial (64 px, 16 px patches, batch 16) with a chosen length."""
-    return {
-        "data.image_size": 64,
-        "pretext.patch_size": 16,
-        "train.phase1_epochs": epochs[0],
-        "train.phase2_epochs": epochs[1],
-        "train.min_samples": min_samples,
-        "train.batch_size": 16,
-        "memory.bank_size": 500,
-        "eval.tsne": False,
-        "eval.heatmaps": 2,
-    }
 
 
 def measure(

@@ -44,7 +44,7 @@ def _config(mode: str, batch: int, workers: int) -> Config:
     )
 
 
-def _dataset(config: Config, length: int) -> PretextDataset:
+def brick_pretext(config: Config, length: int) -> PretextDataset:
     """brick (a texture: cut-paste fills from another class, FIFO bank) at the config's size."""
     size = config.data.image_size
     samples = [make_sample("brick", split="train", index=i, size=size) for i in range(8)]
@@ -122,7 +122,7 @@ def _measure(
     device = torch.device("cpu")
     config = _config(mode, batch, workers)
     steps_needed = 2 * rounds * block + ready + 4  # both phases, warm-ups, ready batches
-    dataset = _dataset(config, length=batch * steps_needed * 2)
+    dataset = brick_pretext(config, length=batch * steps_needed * 2)
     loader = _loader(dataset, config, device)
     batches: Iterator = iter(loader)
     tic = time.perf_counter()
@@ -168,7 +168,7 @@ def _measure(
 def _data_seconds_per_batch(mode: str, batch: int, n: int) -> float:
     """Seconds to synthesise one batch in the training process (workers=0), median of ``n``."""
     config = _config(mode, batch, 0)
-    it = iter(_loader(_dataset(config, length=batch * (n + 1)), config, torch.device("cpu")))
+    it = iter(_loader(brick_pretext(config, length=batch * (n + 1)), config, torch.device("cpu")))
     next(it)
     times = []
     for _ in range(n):
