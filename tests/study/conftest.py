@@ -12,6 +12,7 @@ instance of the user on the machine, other people's included.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -475,6 +476,27 @@ def browser() -> Browser:
     return Browser(binary)
 
 
+def ray_nodes(box: RaySandbox, address: str) -> list[dict[str, Any]]:
+    """The live nodes of the Ray cluster at ``address``, asked from a fresh driver process:
+    ``{"id": node id, "cpus": its CPUs, "head": whether it is the head}``, sorted by id."""
+    code = (
+        "import json, ray\n"
+        f"ray.init(address={address!r}, log_to_driver=False)\n"
+        "print(json.dumps(sorted(({'id': n['NodeID'], 'cpus': n['Resources'].get('CPU', 0.0),"
+        " 'head': 'node:__internal_head__' in n['Resources']} for n in ray.nodes()"
+        " if n['Alive']), key=lambda n: n['id'])))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=box.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="session")
 def study_helpers() -> SimpleNamespace:
     """The helpers and constants above, for test modules (tests/ is not a package)."""
@@ -497,5 +519,6 @@ def study_helpers() -> SimpleNamespace:
         ray_env=ray_env,
         wait_http=wait_http,
         stop_group=stop_group,
+        ray_nodes=ray_nodes,
         SCREENSHOTS=SCREENSHOTS,
     )

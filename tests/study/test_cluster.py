@@ -49,42 +49,15 @@ def ray_start(box, args: list[str], log: Path, **env: str) -> int:
     return proc.pid
 
 
-def alive_nodes(box, address: str) -> list[str]:
-    code = (
-        "import json, ray\n"
-        f"ray.init(address={address!r}, log_to_driver=False)\n"
-        "print(json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=box.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def alive_nodes(helpers, box, address: str) -> list[str]:
+    return [n["id"] for n in helpers.ray_nodes(box, address)]
 
 
-def head_node(box, address: str) -> tuple[str, list[str]]:
+def head_node(helpers, box, address: str) -> tuple[str, list[str]]:
     """(the head's node id, the ids of every live node) of the cluster at ``address``."""
-    code = (
-        "import json, ray\n"
-        f"ray.init(address={address!r}, log_to_driver=False)\n"
-        "alive = [n for n in ray.nodes() if n['Alive']]\n"
-        "head = [n['NodeID'] for n in alive if 'node:__internal_head__' in n['Resources']]\n"
-        "print(json.dumps([head, sorted(n['NodeID'] for n in alive)]))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=box.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    (head,), nodes = json.loads(out.stdout.strip().splitlines()[-1])
-    return head, nodes
+    nodes = helpers.ray_nodes(box, address)
+    (head,) = [n["id"] for n in nodes if n["head"]]
+    return head, [n["id"] for n in nodes]
 
 
 def test_study_on_two_node_cluster(tmp_path: Path, make_spec, ray_sandbox, study_helpers) -> None:
@@ -97,7 +70,10 @@ def test_study_on_two_node_cluster(tmp_path: Path, make_spec, ray_sandbox, study
     )
     ray_start(ray_sandbox, [f"--address={address}"], tmp_path / "worker.log")
     deadline = time.monotonic() + 60
-    while len(nodes := alive_nodes(ray_sandbox, address)) < 2 and time.monotonic() < deadline:
+    while (
+        len(nodes := alive_nodes(study_helpers, ray_sandbox, address)) < 2
+        and time.monotonic() < deadline
+    ):
         time.sleep(1)
     assert len(nodes) == 2, nodes
 
@@ -165,7 +141,10 @@ def test_node_loss_mid_trial_resumes_on_the_other_node(
     )
     worker_group = ray_start(ray_sandbox, [f"--address={address}"], tmp_path / "worker.log")
     deadline = time.monotonic() + 60
-    while len((found := head_node(ray_sandbox, address))[1]) < 2 and time.monotonic() < deadline:
+    while (
+        len((found := head_node(study_helpers, ray_sandbox, address))[1]) < 2
+        and time.monotonic() < deadline
+    ):
         time.sleep(1)
     head, nodes = found
     assert len(nodes) == 2, nodes
@@ -224,7 +203,7 @@ def test_node_loss_mid_trial_resumes_on_the_other_node(
     text = log.read_text()
     assert rc == 0, text[-6000:]
     print(f"study done: {time.monotonic() - tic:.0f} s")
-    assert alive_nodes(ray_sandbox, address) == [head]
+    assert alive_nodes(study_helpers, ray_sandbox, address) == [head]
 
     exp = client.get_experiment_by_name(spec.experiment)
     runs = client.search_runs([exp.experiment_id], "tags.`ssad.role` = 'trial'")

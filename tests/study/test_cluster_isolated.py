@@ -20,7 +20,6 @@ node's cwd), ``worker-data/`` (its copy, mounted on ``data/`` in its namespace),
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -70,25 +69,6 @@ def mount_namespaces_usable(folder: Path) -> str | None:
     if probe.returncode != 0:
         return f"unshare -m with a bind mount failed (needs root or CAP_SYS_ADMIN): {probe.stderr}"
     return None
-
-
-def cluster_nodes(box, address: str) -> dict[str, float]:
-    """Alive node id → its CPUs."""
-    code = (
-        "import json, ray\n"
-        f"ray.init(address={address!r}, log_to_driver=False)\n"
-        "print(json.dumps({n['NodeID']: n['Resources'].get('CPU', 0.0)"
-        " for n in ray.nodes() if n['Alive']}))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=box.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def group_processes(pgid: int, program: bytes) -> list[int]:
@@ -220,7 +200,11 @@ def test_nodes_share_only_storage_path(
         rc = starter.wait(timeout=180)
     assert rc == 0, (logs / "worker.log").read_text()[-3000:]
     deadline = time.monotonic() + 60
-    while len(nodes := cluster_nodes(ray_sandbox, address)) < 2 and time.monotonic() < deadline:
+    while (
+        len(nodes := {n["id"]: n["cpus"] for n in study_helpers.ray_nodes(ray_sandbox, address)})
+        < 2
+        and time.monotonic() < deadline
+    ):
         time.sleep(1)
     assert sorted(nodes.values()) == [0.0, 2.0], nodes
     (worker_node,) = [n for n, cpus in nodes.items() if cpus == 2.0]
