@@ -26,7 +26,7 @@ from ssad.study import stats
 from ssad.study.leaderboard import best_configs, trials_frame
 from ssad.study.report import short_number
 from ssad.study.spec import SpecError, StudySpec
-from ssad.study.tracking import TAG_CLASS, TAG_STATUS, TAG_VARIANT, StudyTracker
+from ssad.study.tracking import StudyTracker
 
 __all__ = [
     "ALL",
@@ -35,7 +35,6 @@ __all__ = [
     "format_table",
     "log_results",
     "results_table",
-    "runs_frame",
 ]
 
 ALL = "all"  # the scope pooled over classes
@@ -129,32 +128,14 @@ def ablation_table(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def runs_frame(tracker: StudyTracker, metrics: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    """One row per trial run of the study's newest launch: variant, class, seed, status, metrics.
-
-    A metric's value is its last logged value (the final epoch's); only finished trials keep
-    their values (a failed trial has none to compare).
-    """
-    rows = []
-    for run in tracker.trial_runs():
-        tags, m = run.data.tags, run.data.metrics
-        status = tags.get(TAG_STATUS, "running")
-        rows.append(
-            {
-                "variant": tags.get(TAG_VARIANT, tags.get("ssad.config_id", "")),
-                "class": tags.get(TAG_CLASS),
-                "seed": int(tags.get("ssad.seed", "0")),
-                "status": status,
-                "run_id": run.info.run_id,
-                **{k: m.get(k, math.nan) if status == "finished" else math.nan for k in metrics},
-            }
-        )
-    return pd.DataFrame(rows, columns=["variant", "class", "seed", "status", "run_id", *metrics])
-
-
 def results_table(tracker: StudyTracker, spec: StudySpec) -> pd.DataFrame:
-    """The ablation table of an ablation study's newest launch."""
-    values = runs_frame(tracker, spec.metrics)
+    """The ablation table of an ablation study's newest launch: each metric's last logged value
+    (the final epoch's) per trial run; only finished trials have values to compare."""
+    metrics = list(spec.metrics)
+    values = trials_frame(tracker, spec, metrics=metrics)
+    if not values.empty:
+        values = values.assign(seed=values["seed"].astype(int))
+        values.loc[values["status"] != "finished", metrics] = math.nan
     return ablation_table(
         values,
         baseline=spec.baseline,
