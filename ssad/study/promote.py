@@ -232,9 +232,20 @@ def promote(
     return report
 
 
+def _promotion_config(spec: StudySpec, cls: str, cand: Candidate, seed: int) -> Config:
+    """A candidate's config for a promotion training: validated once, at its last epoch.
+
+    A study's trial validates every epoch (ASHA's rungs); a re-seed is judged on its final model
+    and the promoted model's threshold comes from its final validation, so validating (and, with a
+    final bank, rebuilding the bank) at every epoch would only cost time.
+    """
+    cfg = resolve_trial_config(spec.base, {"class_name": cls, "seed": seed, "params": cand.params})
+    return cfg.with_overrides({"train.val_every": 0}, source="promotion")
+
+
 def _final_config(spec: StudySpec, cls: str, cand: Candidate) -> Config:
-    cfg = resolve_trial_config(spec.base, {"class_name": cls, "seed": 0, "params": cand.params})
     over = spec.final.get("overrides", {})
+    cfg = _promotion_config(spec, cls, cand, 0)
     return cfg.with_overrides(over, source=f"{spec.path}: final.overrides")
 
 
@@ -277,10 +288,7 @@ def _trainings(
         progress(cls, f"re-training {len(cands)} candidate(s) x {seeds} seed(s) started")
         for cand in cands:
             for s in reseed_offsets(spec, seeds):
-                cfg = resolve_trial_config(
-                    spec.base, {"class_name": cls, "seed": s, "params": cand.params}
-                )
-                submit(cls, cand, cfg, False)
+                submit(cls, cand, _promotion_config(spec, cls, cand, s), False)
                 waiting[cls] = waiting.get(cls, 0) + 1
     failed: set[str] = set()
     while pending:

@@ -150,3 +150,20 @@ def test_promote_register_and_predict(
         assert 0.0 <= float(r["score"]) <= 1.0
         assert r["anomalous"] == str(int(float(r["score"]) >= float(r["threshold"])))
     assert len(list((tmp_path / "preds" / "heatmaps").glob("*.png"))) == len(rows)
+
+
+def test_promotion_trainings_validate_once(make_spec, tmp_path: Path) -> None:
+    """Re-seeds and the final training validate their last epoch only (a study's trials validate
+    every epoch for ASHA); the final overrides still apply on top."""
+    from ssad.study.promote import Candidate, _final_config, _promotion_config
+
+    spec = load_spec(
+        make_spec(tmp_path, name="once", final={"overrides": {"train.phase2_epochs": 4}})
+    )
+    cand = Candidate("brick", "cfg0", "t0", 0.5, {"memory.k": 5})
+    assert spec.base.train.val_every == 1
+    reseed = _promotion_config(spec, "brick", cand, 3)
+    assert reseed.train.val_every == 0 and reseed.memory.k == 5
+    assert reseed.train.seed == spec.base.train.seed + 3
+    final = _final_config(spec, "brick", cand)
+    assert final.train.val_every == 0 and final.train.phase2_epochs == 4
