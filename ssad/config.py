@@ -278,7 +278,7 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     # One class in about 2.3-3.5 CPU-minutes (training) on 2 cores: 128 px images, short
     # schedule, patch mode with window scoring and memory.fill auto. Chosen on validation only
-    # (README, "The signal a study optimises", 2 seeds per class): windows scoring beat dense
+    # (README, "The signal a study optimises", 3 seeds per class): windows scoring beat dense
     # scoring on validation image AUROC for all 6 synthetic classes; the final bank beat the FIFO
     # bank on two objects (a tie on the third), the FIFO bank beat it on two textures (a tie on
     # brick): hence memory.fill auto.
