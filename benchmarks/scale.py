@@ -185,7 +185,7 @@ def estimate(
         "per_trial_slot_s": per_trial_slot,
         "train_step_gpu_s_per_trial": train_gpu,
         "synthesis_s_per_trial": synth,
-        "train_workers": spec.base.train.workers,
+        "train_workers": workers,
         "bank_rebuild_share_of_gpu": rebuild / per_trial_gpu,
         "bounds_s": bounds,
         "wall_s": wall,
