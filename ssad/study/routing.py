@@ -16,6 +16,7 @@ class's trials for being "worse" than an easy class's. So the trial config carri
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import pickle
@@ -82,6 +83,13 @@ class _Grid:
         pass
 
 
+REPEAT_ASKS = 20  # re-asks of the sampler when it repeats a configuration (_suggest_new)
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
 class ClassRoutedSearcher(Searcher):
     """Round-robin over classes; per class an Optuna TPE searcher (seeded), a grid, or an
     ablation's variants (each trial config then also carries ``"variant": name``).
@@ -140,7 +148,7 @@ class ClassRoutedSearcher(Searcher):
             if not open_classes:
                 return Searcher.FINISHED
             cls = min(open_classes, key=lambda c: (self.suggested[c], self.classes.index(c)))
-            params = self.subs[cls].suggest(trial_id)
+            params = self._suggest_new(cls, trial_id)
             if params is None:  # grid exhausted early
                 self.suggested[cls] = self.configs_per_class
                 return self.suggest(trial_id)
@@ -159,6 +167,40 @@ class ClassRoutedSearcher(Searcher):
         self.trials[trial_id] = cfg
         self.results[cfg["config_id"]][trial_id] = None
         return cfg
+
+    def _suggest_new(self, cls: str, trial_id: str) -> dict[str, Any] | None:
+        """The class's next configuration, never one it already has (Optuna kind).
+
+        TPE with few trials over categorical keys re-proposes its best configuration as is (the
+        preset search ran 4 of its first 19 trials twice, results identical digit for digit: a
+        seeded configuration is deterministic). A repeat costs a whole trial and tells Optuna
+        nothing, so it is answered at once: told the value the earlier trial got (or a failure
+        while that one still runs), and the sampler asked again, up to ``REPEAT_ASKS`` times;
+        after that (a small space used up) the repeat is run.
+        """
+        sub = self.subs[cls]
+        params = sub.suggest(trial_id)
+        if not isinstance(sub, OptunaSearch):
+            return params
+        seen = {
+            _key(c["params"]): c["config_id"]
+            for c in self.trials.values()
+            if c["class_name"] == cls
+        }
+        for ask in range(1, REPEAT_ASKS + 1):
+            earlier = seen.get(_key(params))
+            if earlier is None:
+                break
+            done = [v for v in self.results[earlier].values() if v is not None]
+            finite = [v for v in done if not math.isnan(v)]
+            repeat = f"{trial_id}-repeat{ask}"
+            sub._ot_trials[repeat] = sub._ot_trials.pop(trial_id)
+            if finite and len(done) == len(self.results[earlier]):
+                sub.on_trial_complete(repeat, {self.metric: sum(finite) / len(finite)})
+            else:
+                sub.on_trial_complete(repeat, None, error=True)
+            params = sub.suggest(trial_id)
+        return params
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False

@@ -126,6 +126,57 @@ def test_max_is_never_below_its_min(tmp_path: Path) -> None:
     assert s.suggest("t80") == Searcher.FINISHED
 
 
+def _categorical_space(tmp_path: Path, choices: dict[str, list]) -> SearchSpace:
+    path = tmp_path / "categorical.yaml"
+    path.write_text(
+        "".join(f"{k}: {{type: categorical, choices: {v}}}\n" for k, v in choices.items())
+    )
+    return load_search_space(path)
+
+
+def _run(s: ClassRoutedSearcher, n: int, value) -> list[dict]:
+    """Hand out ``n`` trials one at a time, each completed before the next is asked for."""
+    cfgs = []
+    for i in range(n):
+        cfgs.append(s.suggest(f"t{i}"))
+        s.on_trial_complete(f"t{i}", {METRIC: value(cfgs[-1]["params"])})
+    return cfgs
+
+
+def test_a_repeated_configuration_is_not_run_again(tmp_path: Path) -> None:
+    # the preset search's shape: categorical keys, few configurations per class; TPE re-proposes
+    # its best configuration as soon as its start-up trials are done
+    space = _categorical_space(
+        tmp_path,
+        {
+            "data.image_size": [96, 128, 160],
+            "pretext.patch_size": [24, 32, 48],
+            "eval.scoring": ["windows", "dense"],
+            "eval.image_score": ["max", "topk"],
+        },
+    )
+    s = make_searcher(space, classes=["A"], configs_per_class=12)
+    cfgs = _run(s, 12, lambda p: p["data.image_size"] / 200 + p["pretext.patch_size"] / 100)
+    keys = [tuple(sorted(c["params"].items())) for c in cfgs]
+    assert len(set(keys)) == 12, keys
+    assert s.suggest("t12") == Searcher.FINISHED
+    # Optuna was told each repeat's known value: its best is still the best configuration run
+    study = s.subs["A"]._ot_study
+    assert study.best_value == max(
+        p["data.image_size"] / 200 + p["pretext.patch_size"] / 100
+        for p in (c["params"] for c in cfgs)
+    )
+
+
+def test_a_used_up_space_runs_the_repeat(tmp_path: Path) -> None:
+    space = _categorical_space(tmp_path, {"eval.image_score": ["max", "topk"]})
+    s = make_searcher(space, classes=["A"], configs_per_class=3)
+    cfgs = _run(s, 3, lambda p: 0.5)
+    assert {c["params"]["eval.image_score"] for c in cfgs} == {"max", "topk"}
+    assert len({c["config_id"] for c in cfgs}) == 3  # the third runs, as its own configuration
+    assert s.suggest("t3") == Searcher.FINISHED
+
+
 def test_save_restore_continues_identically(space: SearchSpace, tmp_path: Path) -> None:
     s = make_searcher(space, configs_per_class=8, seeds_per_config=2)
     rng = random.Random(1)
