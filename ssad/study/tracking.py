@@ -51,6 +51,7 @@ __all__ = [
     "TRACKING_ERRORS",
     "StudyTracker",
     "TrackingUnavailable",
+    "artifact_location",
     "check_tracking_uri",
     "download_detector",
     "git_sha",
@@ -687,6 +688,42 @@ class StudyTracker:
         return version.version
 
 
+def artifact_location(client: MlflowClient, uri: str) -> str:
+    """A ``models:/`` or ``runs:/`` URI → the artifact location it names, looked up in ``client``'s
+    store.
+
+    MLflow's own resolution of these URIs (``download_artifacts(..., tracking_uri=...)``) looks the
+    model name up in the process-wide store, whatever store is passed: once anything in the
+    process had set that (a promotion into another store, say), ``models:/ssad-brick@champion``
+    silently came from the wrong registry.
+    """
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    def join(base: str, sub: str) -> str:
+        return base.rstrip("/") + "/" + sub if sub else base
+
+    if uri.startswith("runs:/"):
+        run_id, _, sub = uri[len("runs:/") :].partition("/")
+        return join(client.get_run(run_id).info.artifact_uri, sub)
+    if not uri.startswith("models:/"):
+        return uri
+    base, sub = ModelsArtifactRepository.split_models_uri(uri)
+    ref = base[len("models:/") :]
+    if "@" in ref:  # models:/<name>@<alias>
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    elif "/" in ref:  # models:/<name>/<version>
+        name, version = ref.split("/", 1)
+        if not version.isdigit():
+            raise MlflowException(
+                f"{uri}: stages are not supported; use models:/{name}@<alias> or "
+                f"models:/{name}/<version>"
+            )
+    else:  # models:/<logged model id>
+        return join(client.get_logged_model(ref).artifact_location, sub)
+    return join(client.get_model_version_download_uri(name, version), sub)
+
+
 def download_detector(uri: str, *, tracking_uri: str | None = None) -> Path:
     """A registered / logged ssad model (``models:/…``, ``runs:/…``) → its local detector folder.
 
@@ -699,11 +736,8 @@ def download_detector(uri: str, *, tracking_uri: str | None = None) -> Path:
         tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     )
     try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, tracking_uri=store, registry_uri=store
-            )
-        )
+        location = artifact_location(MlflowClient(tracking_uri=store, registry_uri=store), uri)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, tracking_uri=store))
     except (MlflowException, OSError) as exc:  # name the URI and the store
         raise FileNotFoundError(f"{uri}: cannot download from {store} ({exc})") from None
     try:

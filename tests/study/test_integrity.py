@@ -313,6 +313,44 @@ def test_models_uri_resolution_is_injected(tmp_path: Path) -> None:
     assert "resolved by:" in out.stdout and "cannot download" in out.stdout
 
 
+def test_models_uri_is_looked_up_in_the_given_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``models:/`` and ``runs:/`` come from the store passed, even when the process-wide MLflow
+    store is another one holding a model of the same name (MLflow's own resolution used that)."""
+    import mlflow
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    import yaml
+
+    from ssad.study.tracking import download_detector
+
+    def store(name: str) -> tuple[str, str]:
+        uri = f"sqlite:///{tmp_path / name}.db"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        exp = client.create_experiment("e", artifact_location=(tmp_path / f"{name}-art").as_uri())
+        run = client.create_run(exp).info.run_id
+        model = tmp_path / f"{name}-model"
+        (model / "detector").mkdir(parents=True)
+        (model / "detector" / "which").write_text(name)
+        flavor = {"python_function": {"artifacts": {"detector": {"path": "detector"}}}}
+        (model / "MLmodel").write_text(yaml.safe_dump({"flavors": flavor}))
+        client.log_artifacts(run, str(model), artifact_path="model")
+        client.create_registered_model("ssad-x")
+        source = f"{client.get_run(run).info.artifact_uri}/model"
+        version = client.create_model_version("ssad-x", source=source, run_id=run).version
+        client.set_registered_model_alias("ssad-x", "champion", version)
+        return uri, run
+
+    (a, _), (b, run_b) = store("a"), store("b")
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)  # restored after the test
+    mlflow.set_tracking_uri(a)
+    for uri in ("models:/ssad-x@champion", "models:/ssad-x/1", f"runs:/{run_b}/model"):
+        folder = download_detector(uri, tracking_uri=b)
+        assert (folder / "which").read_text() == "b", uri
+    with pytest.raises(FileNotFoundError, match="stages are not supported"):
+        download_detector("models:/ssad-x/Production", tracking_uri=b)
+
+
 # ---- security --------------------------------------------------------------------------------------
 
 
