@@ -191,14 +191,9 @@ class ClassRoutedSearcher(Searcher):
             earlier = seen.get(_key(params))
             if earlier is None:
                 break
-            done = [v for v in self.results[earlier].values() if v is not None]
-            finite = [v for v in done if not math.isnan(v)]
             repeat = f"{trial_id}-repeat{ask}"
             sub._ot_trials[repeat] = sub._ot_trials.pop(trial_id)
-            if finite and len(done) == len(self.results[earlier]):
-                sub.on_trial_complete(repeat, {self.metric: sum(finite) / len(finite)})
-            else:
-                sub.on_trial_complete(repeat, None, error=True)
+            self._tell(sub, repeat, list(self.results[earlier].values()))
             params = sub.suggest(trial_id)
         return params
 
@@ -218,13 +213,17 @@ class ClassRoutedSearcher(Searcher):
             or any(v is None for v in done.values())
         ):
             return
-        finite = [v for v in done.values() if not math.isnan(v)]
         self.told.add(cid)
-        sub = self.subs[cfg["class_name"]]
-        if finite:
-            sub.on_trial_complete(cid, {self.metric: sum(finite) / len(finite)})
+        self._tell(self.subs[cfg["class_name"]], cid, list(done.values()))
+
+    def _tell(self, sub: Any, key: str, values: list[float | None]) -> None:
+        """Tell a class's sampler one configuration's value: the mean over its seeds that
+        finished, or a failure when none did or some still run (``None``)."""
+        finite = [v for v in values if v is not None and not math.isnan(v)]
+        if finite and None not in values:
+            sub.on_trial_complete(key, {self.metric: sum(finite) / len(finite)})
         else:
-            sub.on_trial_complete(cid, None, error=True)
+            sub.on_trial_complete(key, None, error=True)
 
     # Tuner.restore silently loses a searcher's state without these.
     def save(self, checkpoint_path: str) -> None:
