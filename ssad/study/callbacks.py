@@ -109,6 +109,8 @@ class MlflowTrials(Callback):
         self.retry_at = 0.0
         self.missed: set[str] = set()  # trials with a record not logged in this session
         self.warned: set[tuple[str, str]] = set()
+        self.reconciled = False  # runs of lost trials retired (on_step_begin)
+        self.reconcile_at = 0.0
 
     def setup(self, **info: Any) -> None:
         self.open(fail_fast=True)
@@ -262,6 +264,31 @@ class MlflowTrials(Callback):
             mark_reachable(uri)
 
     # ---- Tune's hooks -----------------------------------------------------------------------
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        """Once per driver session, first thing: retire runs of trials Tune does not know.
+
+        At the session's first step Tune holds every trial it restored and no new one has
+        started, so a run of this launch for any other trial id is one Tune lost (see
+        :meth:`StudyTracker.retire_lost`). Retried at the next step while the store is away.
+        """
+        if self.reconciled or time.monotonic() < self.reconcile_at:
+            return
+        try:
+            lost = self.tracker.retire_lost({t.trial_id for t in trials})
+        except TRACKING_ERRORS as exc:
+            log.warning("MLflow: runs of lost trials not checked yet (%s)", type(exc).__name__)
+            self.reconcile_at = time.monotonic() + RETRY_S
+            return
+        self.reconciled = True
+        for run in lost:
+            log.warning(
+                "MLflow run %s (%s): Tune has no such trial (the driver was killed before its "
+                "snapshot recorded it) and runs its slot again as a new trial: the run is "
+                "deleted (restorable in the MLflow UI)",
+                run.info.run_id,
+                run.info.run_name,
+            )
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._guard("start", trial, lambda: self._run(trial))
 

@@ -584,6 +584,30 @@ class StudyTracker:
             + self._launch_filter()
         )
 
+    def retire_lost(self, known: set[str]) -> list:
+        """Close and delete this launch's trial runs whose trial Tune no longer knows; return them.
+
+        A driver killed after a trial started (its run created) but before Tune's next
+        experiment snapshot leaves a run that Tune, restored from that snapshot, has never heard
+        of: the searcher hands the slot out again as a new trial. The old run is tagged
+        ``ssad.status = lost``, closed as KILLED and deleted (MLflow keeps it, restorable), so
+        every reader sees one run per Tune trial.
+        """
+        lost = [r for r in self.trial_runs() if r.data.tags.get(TAG_TRIAL) not in known]
+        for run in lost:
+            rid = run.info.run_id
+            self.client.set_tag(rid, TAG_STATUS, "lost")
+            self.client.set_tag(
+                rid,
+                "ssad.lost",
+                "the driver was killed before Tune recorded this trial; the resumed study ran "
+                "its slot again as a new trial",
+            )
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(rid, status="KILLED")
+            self.client.delete_run(rid)
+        return lost
+
     def _launch_filter(self) -> str:
         launch = self.current_launch()
         return f" and tags.`{TAG_LAUNCH}` = '{launch}'" if launch else ""

@@ -24,6 +24,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ssad.study.spec import load_spec
+from ssad.study.tracking import StudyTracker
 
 pytestmark = pytest.mark.slow
 
@@ -143,6 +144,18 @@ def test_killed_study_resumes(tmp_path: Path, make_spec, ray_sandbox, study_help
     assert study_helpers.alive(ray_procs) == []
     runs_at_kill = {r.data.tags["ssad.trial_id"] for r in trial_runs(client, spec.experiment)}
     assert 1 <= len(done_before) < total
+    # A trial started (its run created) but not yet in Tune's snapshot when the driver died is
+    # one Tune never heard of: its slot runs again as a new trial. Make one such run for sure.
+    tracker = StudyTracker(spec.tracking_uri, spec.experiment, spec.name)
+    parent_id = tracker.launch_parent_id()
+    ghost = tracker.trial_run(
+        parent_id=parent_id,
+        trial_id="ghost000",
+        params={},
+        tags={"ssad.class": spec.classes[0], "ssad.trial_name": f"{spec.classes[0]}-ghost"},
+    )
+    known_at_kill = set(tune_statuses(exp_dir))
+    lost_at_kill = runs_at_kill - known_at_kill | {"ghost000"}
 
     # a second run without --resume refuses to start over
     plain = subprocess.run(
@@ -163,7 +176,11 @@ def test_killed_study_resumes(tmp_path: Path, make_spec, ray_sandbox, study_help
     runs = trial_runs(client, spec.experiment)
     ids = [r.data.tags["ssad.trial_id"] for r in runs]
     assert len(ids) == len(set(ids)) == total, sorted(ids)  # no duplicate run for any trial
-    assert runs_at_kill <= set(ids)
+    assert runs_at_kill - lost_at_kill <= set(ids)
+    # the lost runs are closed, tagged and deleted (restorable), not counted anywhere
+    lost = client.get_run(ghost)
+    assert lost.info.lifecycle_stage == "deleted" and lost.info.status == "KILLED"
+    assert lost.data.tags["ssad.status"] == "lost"
     per_class = {c: sum(r.data.tags["ssad.class"] == c for r in runs) for c in spec.classes}
     assert per_class == dict.fromkeys(spec.classes, spec.num_samples)
     statuses = [r.data.tags.get("ssad.status") for r in runs]
