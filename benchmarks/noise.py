@@ -156,12 +156,43 @@ def _pm(stat: tuple[float, float]) -> str:
     return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"  # one seed: no spread
 
 
+def overall(runs: list[dict]) -> dict[str, tuple[float, float, float]]:
+    """Test metrics over all classes: per seed the mean over classes, then mean and std over the
+    seeds, and the mean CPU-seconds of training per class; ``auto`` = ``memory.fill: auto``'s
+    choice per class (fifo for textures, final for objects), the others one variant everywhere."""
+    seeds = sorted({r["seed"] for r in runs})
+    classes = list(dict.fromkeys(r["class"] for r in runs))
+    chosen = {c: "fifo" if SYNTHETIC_CLASSES[c][0] == "texture" else "final" for c in classes}
+    out = {}
+    for label in ("auto", *VARIANTS):
+        per_seed = {k: [] for k in KEYS}
+        for seed in seeds:
+            rs = [r for r in runs if r["seed"] == seed]
+            if len(rs) != len(classes):
+                continue  # a seed not run for every class
+            for k in KEYS:
+                per_seed[k].append(
+                    np.mean(
+                        [r[chosen[r["class"]] if label == "auto" else label]["test"][k] for r in rs]
+                    )
+                )
+        out[label] = {
+            k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"))
+            for k, v in per_seed.items()
+        }
+    out["cpu_train_s"] = float(np.mean([r["cpu_train_s"] for r in runs]))
+    return out
+
+
 def markdown(name: str) -> str:
     """README tables from ``results/noise-<name>.json``."""
     data = json.loads((RESULTS / f"noise-{name}.json").read_text())
+    every = overall(data["runs"])
     summary, lines = data["summary"], []
     head = "| class | seeds | scoring | val image AUROC | test image AUROC | test pixel AUROC | test AUPRO | images/s |"
     lines += [head, "|---|---:|---|---:|---:|---:|---:|---:|"]
+    order = list(SYNTHETIC_CLASSES)
+    summary = {c: summary[c] for c in sorted(summary, key=order.index)}
     for cls, s in summary.items():
         for v, label in (
             ("fifo", "windows, fifo bank"),
@@ -173,6 +204,19 @@ def markdown(name: str) -> str:
                 + " | ".join(_pm(s[f"{v}.test.{k}"]) for k in KEYS)
                 + f" | {s[f'{v}.images_per_s']:.0f} |"
             )
+    lines += [
+        "",
+        "| over all classes (test; mean over classes, ± std over seeds) | image AUROC | pixel AUROC | AUPRO |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, what in (
+        ("auto", "windows, memory.fill auto (fifo textures, final objects)"),
+        ("fifo", "windows, fifo bank everywhere"),
+        ("final", "windows, final bank everywhere"),
+        ("dense", "dense, final bank"),
+    ):
+        lines.append(f"| {what} | " + " | ".join(_pm(every[label][k]) for k in KEYS) + " |")
+    lines.append(f"\nTraining: {every['cpu_train_s']:.0f} CPU-s per class (mean over runs).")
     if any("before.seed_std_final" in s for s in summary.values()):
         lines += [
             "",
