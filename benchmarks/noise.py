@@ -156,7 +156,7 @@ def _pm(stat: tuple[float, float]) -> str:
     return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"  # one seed: no spread
 
 
-def overall(runs: list[dict]) -> dict[str, tuple[float, float, float]]:
+def overall(runs: list[dict]) -> dict:
     """Test metrics over all classes: per seed the mean over classes, then mean and std over the
     seeds, and the mean CPU-seconds of training per class; ``auto`` = ``memory.fill: auto``'s
     choice per class (fifo for textures, final for objects), the others one variant everywhere."""

@@ -593,16 +593,16 @@ class StudyTracker:
         ``ssad.status = lost``, closed as KILLED and deleted (MLflow keeps it, restorable), so
         every reader sees one run per Tune trial.
         """
+        if self.current_launch() is None:  # a study from before launch ids: runs not told apart
+            return []
         lost = [r for r in self.trial_runs() if r.data.tags.get(TAG_TRIAL) not in known]
+        why = (
+            "the driver was killed before Tune recorded this trial; the resumed study ran its "
+            "slot again as a new trial"
+        )
         for run in lost:
             rid = run.info.run_id
-            self.client.set_tag(rid, TAG_STATUS, "lost")
-            self.client.set_tag(
-                rid,
-                "ssad.lost",
-                "the driver was killed before Tune recorded this trial; the resumed study ran "
-                "its slot again as a new trial",
-            )
+            self.client.log_batch(rid, tags=[RunTag(TAG_STATUS, "lost"), RunTag("ssad.lost", why)])
             if run.info.status == "RUNNING":
                 self.client.set_terminated(rid, status="KILLED")
             self.client.delete_run(rid)
