@@ -35,7 +35,7 @@ from ssad.data.synthetic import SYNTHETIC_CLASSES, generate
 from ssad.evaluate import evaluate, load_samples
 from ssad.pipeline import load_data, splits
 from ssad.study.trial import EMA_DECAY
-from ssad.train import fit
+from ssad.train import bank_fill, fit
 
 RESULTS = Path(__file__).parent / "results"
 KEYS = ("image_auroc", "pixel_auroc", "aupro")
@@ -162,7 +162,8 @@ def overall(runs: list[dict]) -> dict:
     choice per class (fifo for textures, final for objects), the others one variant everywhere."""
     seeds = sorted({r["seed"] for r in runs})
     classes = list(dict.fromkeys(r["class"] for r in runs))
-    chosen = {c: "fifo" if SYNTHETIC_CLASSES[c][0] == "texture" else "final" for c in classes}
+    auto = load_config(preset="cpu")  # memory.fill auto, windows scoring: the rule train.py applies
+    chosen = {c: bank_fill(auto, SYNTHETIC_CLASSES[c][0]) for c in classes}
     out = {}
     for label in ("auto", *VARIANTS):
         per_seed = {k: [] for k in KEYS}
