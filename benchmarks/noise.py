@@ -162,7 +162,8 @@ def overall(runs: list[dict]) -> dict:
     choice per class (fifo for textures, final for objects), the others one variant everywhere."""
     seeds = sorted({r["seed"] for r in runs})
     classes = list(dict.fromkeys(r["class"] for r in runs))
-    auto = load_config(preset="cpu")  # memory.fill auto, windows scoring: the rule train.py applies
+    # memory.fill auto under windows scoring: the rule train.py applies (whatever the preset sets)
+    auto = load_config(preset="cpu", overrides={"memory.fill": "auto", "eval.scoring": "windows"})
     chosen = {c: bank_fill(auto, SYNTHETIC_CLASSES[c][0]) for c in classes}
     out = {}
     for label in ("auto", *VARIANTS):

@@ -1,7 +1,8 @@
 """Scoring modes side by side: dense (one forward per image) vs windows (169 forwards per image).
 
-The cpu preset's model and sizes (SSADNet at 128 px, 32 px windows at stride 8, banks of
-``memory.bank_size`` = 8000 vectors built by ``ssad.bank.build_bank`` from 60 normal images, k = 3),
+The cpu preset's model and sizes (SSADNet at 128 px, its windows at stride 8 and bank feature, banks
+of ``memory.bank_size`` = 8000 vectors built by ``ssad.bank.build_bank`` from 60 normal images, its
+k),
 random weights: speed does not depend on what the weights learned. Reports images/s of
 ``score_images`` (maps included) for both modes; quality per mode is in README "The signal".
 """

@@ -54,11 +54,15 @@ def normal_features(
         elif config.pretext.mode == "patch":
             out.append(
                 window_embeddings(
-                    model, x, patch=config.pretext.patch_size, stride=config.eval.patch_stride
+                    model,
+                    x,
+                    patch=config.pretext.patch_size,
+                    stride=config.eval.patch_stride,
+                    feature=config.memory.feature,
                 )
             )
         else:
-            out.append(model.embed(x).float().cpu().numpy())
+            out.append(model.describe(x, config.memory.feature).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(out)
 

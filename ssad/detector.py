@@ -22,7 +22,7 @@ from ssad.config import Config, load_config
 from ssad.data.images import read_image, resize_square, to_rgb
 from ssad.evaluate import score_images
 from ssad.memory import MemoryBank
-from ssad.model import SSADNet
+from ssad.model import LOCAL_DIM, SSADNet
 from ssad.train import build_model, resolve_device
 
 __all__ = ["Detector", "DetectorError"]
@@ -131,6 +131,17 @@ class Detector:
             device=(torch_device.index or 0) if torch_device.type == "cuda" else 0,
             index=config.memory.index,
         )
+        want = (
+            LOCAL_DIM
+            if config.eval.scoring == "dense"
+            else SSADNet.feature_dim(config.memory.feature, config.model.embedding_dim)
+        )
+        if bank.dim != want:
+            raise DetectorError(
+                f"{folder / 'bank.npy'}: vectors of size {bank.dim}, but config.yaml "
+                f"(memory.feature={config.memory.feature}, eval.scoring={config.eval.scoring}) "
+                f"scores vectors of size {want}"
+            )
         meta_path = folder / "detector.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         threshold = meta.pop("threshold", None)

@@ -83,7 +83,7 @@ def score_images(
         x = to_tensor(images[i : i + ev.batch_size]).to(device)
         size = x.shape[-1]
         if ev.scoring == "windows" and pre.mode == "image":
-            z = model.embed(x)
+            z = model.describe(x, config.memory.feature)
             s = bank.score(z, config.memory.k)
             if with_maps:
                 maps.append(smooth_maps(gradcam(model, x) * s[:, None, None], ev.map_sigma))
@@ -96,7 +96,13 @@ def score_images(
         else:
             patch, stride = pre.patch_size, ev.patch_stride
             grid, z = patch_score_grid(
-                model, bank, x, patch=patch, stride=stride, k=config.memory.k
+                model,
+                bank,
+                x,
+                patch=patch,
+                stride=stride,
+                k=config.memory.k,
+                feature=config.memory.feature,
             )
         m = smooth_maps(upsample_grid(grid, size=size, patch=patch, stride=stride), ev.map_sigma)
         s = image_score_from_map(

@@ -97,24 +97,35 @@ def patch_score_grid(
     stride: int,
     k: int,
     batch_size: int = 256,
+    feature: str = "embedding",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """kNN score of every window: x (B, 3, S, S) → grid (B, G, G) and embeddings (B, G*G, D).
+    """kNN score of every window: x (B, 3, S, S) → grid (B, G, G) and bank vectors (B, G*G, D)
+    of ``feature`` (``SSADNet.describe``).
 
     Windows are cut with ``unfold`` and embedded ``batch_size`` at a time (never one forward per
     window).
     """
     b = len(x)
     g = len(grid_starts(x.shape[-1], patch, stride))
-    z = window_embeddings(model, x, patch=patch, stride=stride, batch_size=batch_size)
+    z = window_embeddings(
+        model, x, patch=patch, stride=stride, batch_size=batch_size, feature=feature
+    )
     scores = bank.score(z, k).reshape(b, g, g)
     return scores, z.reshape(b, g * g, -1)
 
 
 @torch.no_grad()
 def window_embeddings(
-    model: SSADNet, x: torch.Tensor, *, patch: int, stride: int, batch_size: int = 256
+    model: SSADNet,
+    x: torch.Tensor,
+    *,
+    patch: int,
+    stride: int,
+    batch_size: int = 256,
+    feature: str = "embedding",
 ) -> np.ndarray:
-    """Embeddings of every window: x (B, 3, S, S) → (B * G * G, D), image-major, row-major.
+    """Bank vectors (``SSADNet.describe``) of every window: x (B, 3, S, S) → (B * G * G, D),
+    image-major, row-major.
 
     Windows are gathered at the grid offsets (the irregular last offset → index, not unfold)
     and embedded ``batch_size`` at a time (never one forward per window).
@@ -126,7 +137,7 @@ def window_embeddings(
     rows = x[:, :, idx]  # (B, 3, G, p, S)
     win = rows[:, :, :, :, idx]  # (B, 3, G, p, G, p)
     win = win.permute(0, 2, 4, 1, 3, 5).reshape(b * g * g, c, patch, patch)
-    zs = [model.embed(win[i : i + batch_size]) for i in range(0, len(win), batch_size)]
+    zs = [model.describe(win[i : i + batch_size], feature) for i in range(0, len(win), batch_size)]
     return torch.cat(zs).float().cpu().numpy()
 
 

@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-__all__ = ["SSADNet", "load_backbone_weights"]
+__all__ = ["FEATURES", "LOCAL_DIM", "SSADNet", "load_backbone_weights"]
 
 _STAGE_WIDTHS = (128, 256, 512)  # ResNet-18 layer2, layer3, layer4 channels
+FEATURES = ("embedding", "backbone")  # what a memory bank holds (``memory.feature``)
+LOCAL_DIM = sum(_STAGE_WIDTHS[:2])  # SSADNet.local_features: layer2 + layer3 channels
 
 
 class SSADNet(nn.Module):
@@ -67,6 +69,33 @@ class SSADNet(nn.Module):
     def embed_features(self, l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([F.adaptive_avg_pool2d(f, 1).flatten(1) for f in (l2, l3, l4)], dim=1)
         return self.head(self.fusion(pooled))
+
+    @staticmethod
+    def backbone_descriptor(l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> torch.Tensor:
+        """Pooled layer2/3/4 features, each stage L2-normalised, concatenated: (B, 896).
+
+        The representation before the fusion layer and projection head, which the pretext
+        loss shapes most narrowly; normalising each stage gives all three an equal share of
+        the cosine similarity (raw layer4 activations would dominate it).
+        """
+        return torch.cat(
+            [F.normalize(F.adaptive_avg_pool2d(f, 1).flatten(1), dim=1) for f in (l2, l3, l4)],
+            dim=1,
+        )
+
+    def describe(self, x: torch.Tensor, feature: str = "embedding") -> torch.Tensor:
+        """The bank vector of ``memory.feature``: (B, 3, H, W) → ``embed(x)`` (B, D) for
+        ``embedding``, :meth:`backbone_descriptor` (B, 896) for ``backbone``."""
+        if feature == "backbone":
+            return self.backbone_descriptor(*self.features(x))
+        if feature != "embedding":
+            raise ValueError(f"memory.feature: one of {FEATURES}, got {feature!r}")
+        return self.embed(x)
+
+    @staticmethod
+    def feature_dim(feature: str, embedding_dim: int) -> int:
+        """Size of a bank vector of ``memory.feature``."""
+        return sum(_STAGE_WIDTHS) if feature == "backbone" else embedding_dim
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) → embedding z (B, D)."""

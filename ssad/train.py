@@ -217,8 +217,9 @@ def fit(
     )
     steps = len(loader)
     model = build_model(config).to(device)
+    feature = config.memory.feature
     bank = MemoryBank(
-        config.model.embedding_dim,
+        SSADNet.feature_dim(feature, config.model.embedding_dim),
         size=config.memory.bank_size,
         backend=config.memory.backend,
         index=config.memory.index,
@@ -275,7 +276,8 @@ def fit(
         )
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            z = model.embed(x)
+            l2, l3, l4 = model.features(x)
+            z = model.embed_features(l2, l3, l4)
             logits = model.classify(z)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -284,8 +286,9 @@ def fit(
             sched.step()
             pred = logits.argmax(dim=1)
             if fifo:  # the seed's bank: normal samples the classifier calls normal
-                bank.add(z[(y == 0) & (pred == 0)].detach())
-                normal_z.append(z[y == 0].detach())
+                v = z if feature == "embedding" else model.backbone_descriptor(l2, l3, l4)
+                bank.add(v[(y == 0) & (pred == 0)].detach())
+                normal_z.append(v[y == 0].detach())
             loss_sum += loss.item() * len(y)
             correct += (pred == y).sum().item()
             seen += len(y)

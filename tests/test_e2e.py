@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 
 CLASS = "brick"
 # The cpu preset (128 px, patch mode, weights none, batch 64) with 2 + 8 instead of 2 + 15 epochs
-# and the preset's earlier windows of 32 px and 2048 samples per epoch, pinned: the floor below was
-# measured with them, and they keep training at about 40 s on 2 idle cores. Fewer SGD steps stop
+# and the preset's earlier windows of 32 px, 2048 samples per epoch and scoring (projection-head
+# embeddings, k 3, top-k image score), pinned: the floor below was measured with them, and they
+# keep training at about 40 s on 2 idle cores. Fewer SGD steps stop
 # learning the pretext: 2 + 8 epochs of 1024 samples reached only image 0.60 / pixel 0.79 AUROC.
 PHASE1, PHASE2 = 2, 8
 TRAIN_SETTINGS = [
@@ -34,6 +35,9 @@ TRAIN_SETTINGS = [
     f"train.phase2_epochs={PHASE2}",
     "pretext.patch_size=32",
     "train.min_samples=2048",
+    "memory.feature=embedding",
+    "memory.k=3",
+    "eval.image_score=topk",
     "train.val_every=0",  # validate once, at the end (the per-epoch curve is not under test)
     "train.progress=false",
 ]

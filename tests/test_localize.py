@@ -174,12 +174,12 @@ def test_gradcam_range_mode_and_parameters(train_mode: bool) -> None:
 class _LocalColourNet(torch.nn.Module):
     """A stand-in feature extractor whose features are exactly local (colour statistics).
 
-    It has SSADNet's scoring interface (``embed`` per window, ``local_features`` at stride 8), so
+    It has SSADNet's scoring interface (``describe`` per window, ``local_features`` at stride 8), so
     the test checks the placement of scores (grids, centres, upsampling, smoothing), not what a
     network happens to learn.
     """
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def describe(self, x: torch.Tensor, feature: str = "embedding") -> torch.Tensor:
         return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), torch.ones(len(x), 1)], dim=1)
 
     def local_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,23 @@ def test_embed_and_classify_shapes(classes: int) -> None:
     assert l2.shape == (1, 128, 8, 8) and l3.shape == (1, 256, 4, 4) and l4.shape == (1, 512, 2, 2)
 
 
+def test_backbone_descriptor_gives_each_stage_an_equal_unit_share() -> None:
+    net = _net().eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        d = net.describe(x, "backbone")
+        l2, l3, l4 = net.features(x)
+        assert torch.equal(net.describe(x, "embedding"), net.embed(x))
+    assert d.shape == (3, 896) and SSADNet.feature_dim("backbone", 8) == 896
+    assert SSADNet.feature_dim("embedding", 8) == 8
+    for part, stage in zip(d.split([128, 256, 512], dim=1), (l2, l3, l4)):
+        torch.testing.assert_close(part.norm(dim=1), torch.ones(3))
+        pooled = stage.mean(dim=(2, 3))  # the stage's pooled features, only rescaled
+        torch.testing.assert_close(part * pooled.norm(dim=1, keepdim=True), pooled)
+    with pytest.raises(ValueError, match=r"memory\.feature"):
+        net.describe(x, "pixels")
+
+
 def test_head_widths() -> None:
     net = _net(fusion_dim=20, head_dims=(12,), embedding_dim=6)
     linears = [m for m in net.head if isinstance(m, torch.nn.Linear)]

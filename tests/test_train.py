@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssad.data.images import read_image, to_tensor
-from ssad.detector import Detector
+from ssad.detector import Detector, DetectorError
 from ssad.localize import window_embeddings
 from ssad.pipeline import load_data, splits, train_class
 from ssad.train import EpochReport, TrainedModel, bank_fill, build_model, fit
@@ -133,6 +133,37 @@ def test_final_bank_is_the_saved_models_eval_embeddings_of_the_training_windows(
         _train(make_config(**{"memory.fill": "fifo"}), tmp_path / "f"), device="cpu"
     )
     assert (fifo.bank.vectors @ z.T).max(axis=1).min() < 0.999
+
+
+def test_backbone_feature_banks_hold_the_pooled_stage_features(make_config, tmp_path: Path) -> None:
+    """memory.feature=backbone: a final bank is the saved model's backbone descriptors of the
+    training windows; a FIFO bank collects them during training; a bank of the wrong size for
+    the saved config is refused, naming the file."""
+    cfg = make_config(**{"memory.fill": "final", "memory.feature": "backbone", "memory.k": 1})
+    out = _train(cfg, tmp_path / "final")
+    det = Detector.load(out, device="cpu")
+    assert det.bank.vectors.shape[1] == 896
+    data, _, _ = splits(cfg, load_data(cfg))
+    images = np.stack([read_image(p, cfg.data.image_size) for p in data.train])
+    z = window_embeddings(
+        det.model,
+        to_tensor(images),
+        patch=cfg.pretext.patch_size,
+        stride=cfg.eval.patch_stride,
+        feature="backbone",
+    )
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    np.testing.assert_allclose((det.bank.vectors @ z.T).max(axis=1), 1.0, atol=1e-5)
+    scores, maps = det.predict(images[:2])
+    assert scores.shape == (2,) and maps.shape == (2, *images.shape[1:3])
+    fifo = Detector.load(
+        _train(cfg.with_overrides({"memory.fill": "fifo"}), tmp_path / "fifo"), device="cpu"
+    )
+    assert fifo.bank.vectors.shape[1] == 896 and len(fifo.bank) > 0
+    text = (out / "config.yaml").read_text().replace("feature: backbone", "feature: embedding")
+    (out / "config.yaml").write_text(text)
+    with pytest.raises(DetectorError, match=r"bank\.npy.*size 896.*memory\.feature=embedding"):
+        Detector.load(out, device="cpu")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,188 @@
+"""What the bank should hold and how to score it, on trained models: validation only.
+
+Trains the ``cpu`` preset per (class, seed) once (``memory.fill: fifo``, so the seed's FIFO bank of
+projection-head embeddings is kept) and saves the weights and that bank under ``--models``; then,
+from the same weights, scores the validation split with windows against:
+
+- ``fifo-z``: the FIFO bank collected in training (projection-head embeddings z);
+- ``final-<feature>``: a bank rebuilt from the final weights over every training window, coreset
+  to ``memory.bank_size``, of ``z`` (the head's output), ``fusion`` (the fusion layer's output,
+  before the head) or ``pooled_ln`` (pooled layer2/3/4 features, each stage L2-normalised:
+  ``memory.feature: backbone``); ``final+jit-<feature>`` adds one colour-jittered view per
+  training image (``memory.views: 1``);
+
+each at k 1 and 3 and with the top-k and max-of-smoothed-map image scores. Validation image AUROC
+per class (and pixel AUROC) go to ``benchmarks/results/scoring-variants.json``::
+
+    python benchmarks/scoring_variants.py --seeds 0 1
+    python benchmarks/scoring_variants.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from ssad.config import load_config
+from ssad.data.images import read_image, to_tensor
+from ssad.data.pretext import color_jitter
+from ssad.data.synthetic import SYNTHETIC_CLASSES, generate
+from ssad.localize import (
+    grid_starts,
+    image_score_from_map,
+    smooth_maps,
+    upsample_grid,
+    window_embeddings,
+)
+from ssad.memory import MemoryBank
+from ssad.model import SSADNet
+from ssad.pipeline import load_data, splits
+from ssad.train import build_model, fit
+
+RESULTS = Path(__file__).parent / "results" / "scoring-variants.json"
+FEATURES = ("z", "fusion", "pooled_ln")
+
+
+def _config(root: Path, cls: str, seed: int):
+    return load_config(
+        preset="cpu",
+        overrides={
+            "data.root": str(root),
+            "data.class_name": cls,
+            "train.seed": seed,
+            "train.progress": False,
+            "train.val_every": 0,
+            "memory.fill": "fifo",
+            "memory.feature": "embedding",
+        },
+    )
+
+
+def _trained(path: Path, cfg) -> tuple[SSADNet, np.ndarray]:
+    if not path.is_file():
+        tic = time.process_time()
+        tr = fit(cfg, splits(cfg, load_data(cfg))[0])
+        state = {"model": tr.model.state_dict(), "bank": torch.from_numpy(tr.bank.vectors)}
+        torch.save({**state, "cpu_s": time.process_time() - tic}, path)
+    ck = torch.load(path, weights_only=True)
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck["bank"].numpy()
+
+
+class _Feature(torch.nn.Module):
+    """``describe`` of one feature kind, for ``window_embeddings``."""
+
+    def __init__(self, model: SSADNet, kind: str) -> None:
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def describe(self, x: torch.Tensor, feature: str = "") -> torch.Tensor:
+        m = self.model
+        l2, l3, l4 = m.features(x)
+        if self.kind == "pooled_ln":
+            return m.backbone_descriptor(l2, l3, l4)
+        pooled = torch.cat([F.adaptive_avg_pool2d(f, 1).flatten(1) for f in (l2, l3, l4)], 1)
+        fused = m.fusion(pooled)
+        return fused if self.kind == "fusion" else m.head(fused)
+
+
+def run_one(model: SSADNet, fifo: np.ndarray, cfg, seed: int) -> dict[str, list[float]]:
+    train, val, _ = splits(cfg, load_data(cfg))
+    size, patch, stride = cfg.data.image_size, cfg.pretext.patch_size, cfg.eval.patch_stride
+    images = np.stack([read_image(p, size) for p in train.train])
+    rng = np.random.default_rng([seed, 104729])  # the jitter ssad.bank.normal_features draws
+    jittered = np.stack([color_jitter(im, rng, cfg.pretext.jitter) for im in images])
+    n, g = len(val.images), len(grid_starts(size, patch, stride))
+    gt = val.masks[:, ::2, ::2].ravel()  # pixel AUROC on every other pixel
+    out: dict[str, list[float]] = {}
+
+    def embed(net, x: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [
+                window_embeddings(net, to_tensor(x[i : i + 16]), patch=patch, stride=stride)
+                for i in range(0, len(x), 16)
+            ]
+        )
+
+    def score(name: str, vectors: np.ndarray, q: np.ndarray) -> None:
+        bank = MemoryBank(vectors.shape[1], size=cfg.memory.bank_size, backend="cpu")
+        bank.add(vectors)
+        bank.subsample(method="coreset", seed=seed)
+        for k in (1, 3):
+            grid = bank.score(q, k).reshape(n, g, g)
+            maps = smooth_maps(upsample_grid(grid, size=size, patch=patch, stride=stride), 4.0)
+            for rule in ("topk", "max"):
+                s = image_score_from_map(maps if rule == "max" else grid, mode=rule, topk=10)
+                pixel = roc_auc_score(gt, maps[:, ::2, ::2].ravel())
+                out[f"{name}|k{k}|{rule}"] = [float(roc_auc_score(val.labels, s)), float(pixel)]
+
+    with torch.no_grad():
+        for kind in FEATURES:
+            net = _Feature(model, kind)
+            q = embed(net, val.images)
+            if kind == "z":
+                score("fifo-z", fifo, q)
+            plain = embed(net, images)
+            score(f"final-{kind}", plain, q)
+            if kind != "fusion":  # memory.views 1: plus one colour-jittered view per image
+                score(f"final+jit-{kind}", np.concatenate([plain, embed(net, jittered)]), q)
+    return out
+
+
+def table() -> str:
+    runs = json.loads(RESULTS.read_text())["runs"]
+    classes = list(dict.fromkeys(r["class"] for r in runs))
+    keys = sorted(set.intersection(*(set(r["val"]) for r in runs)))
+    rows = []
+    for key in keys:
+        per = [np.mean([r["val"][key][0] for r in runs if r["class"] == c]) for c in classes]
+        pixel = np.mean([r["val"][key][1] for r in runs])
+        rows.append((float(np.mean(per)), key, per, pixel))
+    seeds = {c: sorted(r["seed"] for r in runs if r["class"] == c) for c in classes}
+    head = "| bank \\| k \\| image score | " + " | ".join(classes) + " | mean | pixel AUROC |"
+    lines = [head, "|---|" + "---:|" * (len(classes) + 2)]
+    for mean, key, per, pixel in sorted(rows, reverse=True):
+        cells = " | ".join(f"{v:.3f}" for v in per)
+        lines.append(f"| {key.replace('|', ' · ')} | {cells} | {mean:.3f} | {pixel:.3f} |")
+    lines.append(f"\nSeeds per class: {seeds}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--classes", nargs="+", default=list(SYNTHETIC_CLASSES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--data", type=Path, default=Path("runs/data/noise/v2"))
+    p.add_argument("--models", type=Path, default=Path("runs/explore"))
+    p.add_argument("--table", action="store_true", help="print the README table and exit")
+    args = p.parse_args()
+    if args.table:
+        print(table())
+        return
+    if not (args.data / "ssad_classes.yaml").is_file():
+        generate(args.data, seed=0, size=256)
+    args.models.mkdir(parents=True, exist_ok=True)
+    runs = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []
+    done = {(r["class"], r["seed"]) for r in runs}
+    for seed in args.seeds:
+        for cls in args.classes:
+            if (cls, seed) in done:
+                continue
+            cfg = _config(args.data, cls, seed)
+            model, fifo = _trained(args.models / f"{cls}-{seed}.pt", cfg)
+            runs.append({"class": cls, "seed": seed, "val": run_one(model, fifo, cfg, seed)})
+            RESULTS.write_text(json.dumps({"runs": runs}))
+            print(cls, seed, flush=True)
+    print(table())
+
+
+if __name__ == "__main__":
+    main()
