@@ -16,6 +16,7 @@ per class (and pixel AUROC) go to ``benchmarks/results/scoring-variants.json``::
 
     python benchmarks/scoring_variants.py --seeds 0 1
     python benchmarks/scoring_variants.py --table
+    python benchmarks/scoring_variants.py --untrained   # control: the preset's bank, no training
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
+from ssad.bank import build_bank
 from ssad.config import load_config
 from ssad.data.images import read_image, to_tensor
 from ssad.data.pretext import color_jitter
 from ssad.data.synthetic import SYNTHETIC_CLASSES, generate
+from ssad.evaluate import evaluate
 from ssad.localize import (
     grid_starts,
     image_score_from_map,
@@ -137,6 +140,32 @@ def run_one(model: SSADNet, fifo: np.ndarray, cfg, seed: int) -> dict[str, list[
     return out
 
 
+def untrained(root: Path, classes: list[str]) -> None:
+    """Control: the preset's final bank and scoring on the untrained network (seed 0, random
+    init, eval mode), per bank feature: what training adds to the descriptor."""
+    for cls in classes:
+        row = []
+        for feature in ("backbone", "embedding"):
+            cfg = load_config(
+                preset="cpu",
+                overrides={
+                    "data.root": str(root),
+                    "data.class_name": cls,
+                    "memory.feature": feature,
+                    "eval.tsne": False,
+                    "eval.heatmaps": 0,
+                },
+            )
+            train, val, _ = splits(cfg, load_data(cfg))
+            torch.manual_seed(0)
+            model = build_model(cfg).eval()
+            images = [read_image(p, cfg.data.image_size) for p in train.train]
+            cpu = torch.device("cpu")
+            m = evaluate(model, build_bank(model, images, cfg, device=cpu), val, cfg, device=cpu)
+            row.append(f"{feature} {m['image_auroc']:.3f} / {m['pixel_auroc']:.3f}")
+        print(f"| {cls} | " + " | ".join(row) + " |", flush=True)
+
+
 def table() -> str:
     runs = json.loads(RESULTS.read_text())["runs"]
     classes = list(dict.fromkeys(r["class"] for r in runs))
@@ -163,9 +192,13 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path("runs/data/noise/v2"))
     p.add_argument("--models", type=Path, default=Path("runs/explore"))
     p.add_argument("--table", action="store_true", help="print the README table and exit")
+    p.add_argument("--untrained", action="store_true", help="the untrained control, then exit")
     args = p.parse_args()
     if args.table:
         print(table())
+        return
+    if args.untrained:
+        untrained(args.data, args.classes)
         return
     if not (args.data / "ssad_classes.yaml").is_file():
         generate(args.data, seed=0, size=256)
