@@ -53,7 +53,8 @@ RESULTS = Path(__file__).parent / "results" / "scoring-variants.json"
 FEATURES = ("z", "fusion", "pooled_ln")
 
 
-def _config(root: Path, cls: str, seed: int):
+def _config(root: Path, cls: str, seed: int, **overrides: object):
+    """The preset as trained here (FIFO bank of embeddings kept), ``overrides`` on top."""
     return load_config(
         preset="cpu",
         overrides={
@@ -64,6 +65,7 @@ def _config(root: Path, cls: str, seed: int):
             "train.val_every": 0,
             "memory.fill": "fifo",
             "memory.feature": "embedding",
+            **overrides,
         },
     )
 
@@ -146,16 +148,7 @@ def untrained(root: Path, classes: list[str]) -> None:
     for cls in classes:
         row = []
         for feature in ("backbone", "embedding"):
-            cfg = load_config(
-                preset="cpu",
-                overrides={
-                    "data.root": str(root),
-                    "data.class_name": cls,
-                    "memory.feature": feature,
-                    "eval.tsne": False,
-                    "eval.heatmaps": 0,
-                },
-            )
+            cfg = _config(root, cls, 0, **{"memory.fill": "final", "memory.feature": feature})
             train, val, _ = splits(cfg, load_data(cfg))
             torch.manual_seed(0)
             model = build_model(cfg).eval()
