@@ -12,6 +12,7 @@ import torch
 from ssad.data.images import read_image, to_tensor
 from ssad.detector import Detector, DetectorError
 from ssad.localize import window_embeddings
+from ssad.model import LOCAL_DIM
 from ssad.pipeline import load_data, splits, train_class
 from ssad.train import EpochReport, TrainedModel, bank_fill, build_model, fit
 
@@ -195,6 +196,7 @@ def test_seeded_run_is_bit_identical_on_cpu(make_config, tmp_path: Path) -> None
     for k in a:
         assert torch.equal(a[k], b[k]), k
     np.testing.assert_array_equal(np.load(runs[0] / "bank.npy"), np.load(runs[1] / "bank.npy"))
+    assert Detector.load(runs[0], device="cpu").bank.dim == LOCAL_DIM  # a dense bank loads
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in runs)
     assert ma["val"] == mb["val"] and ma["history"][-1]["loss"] == mb["history"][-1]["loss"]
     other = _train(cfg.with_overrides({"train.seed": 1}), tmp_path / "c")
