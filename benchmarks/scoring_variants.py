@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from ssad.bank import build_bank
@@ -83,7 +82,8 @@ def _trained(path: Path, cfg) -> tuple[SSADNet, np.ndarray]:
 
 
 class _Feature(torch.nn.Module):
-    """``describe`` of one feature kind, for ``window_embeddings``."""
+    """``describe`` of one feature kind, for ``window_embeddings``: ``z`` and ``pooled_ln`` are
+    ``SSADNet.describe``'s ``embedding`` and ``backbone``; ``fusion`` is the fusion layer's output."""
 
     def __init__(self, model: SSADNet, kind: str) -> None:
         super().__init__()
@@ -91,12 +91,9 @@ class _Feature(torch.nn.Module):
 
     def describe(self, x: torch.Tensor, feature: str = "") -> torch.Tensor:
         m = self.model
-        l2, l3, l4 = m.features(x)
-        if self.kind == "pooled_ln":
-            return m.backbone_descriptor(l2, l3, l4)
-        pooled = torch.cat([F.adaptive_avg_pool2d(f, 1).flatten(1) for f in (l2, l3, l4)], 1)
-        fused = m.fusion(pooled)
-        return fused if self.kind == "fusion" else m.head(fused)
+        if self.kind == "fusion":
+            return m.fusion(torch.cat(m.pooled(*m.features(x)), dim=1))
+        return m.describe(x, "embedding" if self.kind == "z" else "backbone")
 
 
 def run_one(model: SSADNet, fifo: np.ndarray, cfg, seed: int) -> dict[str, list[float]]:

@@ -66,9 +66,13 @@ class SSADNet(nn.Module):
         l4 = self.layer4(l3)
         return l2, l3, l4
 
+    @staticmethod
+    def pooled(l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> list[torch.Tensor]:
+        """Global average pool of each stage: [(B, 128), (B, 256), (B, 512)]."""
+        return [F.adaptive_avg_pool2d(f, 1).flatten(1) for f in (l2, l3, l4)]
+
     def embed_features(self, l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([F.adaptive_avg_pool2d(f, 1).flatten(1) for f in (l2, l3, l4)], dim=1)
-        return self.head(self.fusion(pooled))
+        return self.head(self.fusion(torch.cat(self.pooled(l2, l3, l4), dim=1)))
 
     @staticmethod
     def backbone_descriptor(l2: torch.Tensor, l3: torch.Tensor, l4: torch.Tensor) -> torch.Tensor:
@@ -78,10 +82,7 @@ class SSADNet(nn.Module):
         loss shapes most narrowly; normalising each stage gives all three an equal share of
         the cosine similarity (raw layer4 activations would dominate it).
         """
-        return torch.cat(
-            [F.normalize(F.adaptive_avg_pool2d(f, 1).flatten(1), dim=1) for f in (l2, l3, l4)],
-            dim=1,
-        )
+        return torch.cat([F.normalize(p, dim=1) for p in SSADNet.pooled(l2, l3, l4)], dim=1)
 
     def describe(self, x: torch.Tensor, feature: str = "embedding") -> torch.Tensor:
         """The bank vector of ``memory.feature``: (B, 3, H, W) → ``embed(x)`` (B, D) for

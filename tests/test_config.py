@@ -114,6 +114,7 @@ def test_unknown_override_key_names_set() -> None:
         ("train.phase1_lr", True, "expected a number"),
         ("train.progress", "yes please", "expected true/false"),
         ("pretext.mode", "tiles", "expected one of"),
+        ("memory.feature", "pixels", "expected one of"),
         ("data.root", 3, "expected a string"),
     ],
 )
