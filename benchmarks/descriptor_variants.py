@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.scoring_variants import _config, _trained
+from benchmarks.scoring_variants import sweep
 from ssad.data.images import read_image, to_tensor
 from ssad.data.synthetic import SYNTHETIC_CLASSES
 from ssad.localize import grid_starts, smooth_maps, upsample_grid, window_embeddings
@@ -152,17 +152,7 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="print the README table and exit")
     args = p.parse_args()
     if not args.table:
-        runs = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []
-        done = {(r["class"], r["seed"]) for r in runs}
-        for seed in args.seeds:
-            for cls in args.classes:
-                if (cls, seed) in done:
-                    continue
-                cfg = _config(args.data, cls, seed)  # the cached training; k and bank size
-                model, _ = _trained(args.models / f"{cls}-{seed}.pt", cfg)
-                runs.append({"class": cls, "seed": seed, "val": run_one(model, cfg, seed)})
-                RESULTS.write_text(json.dumps({"runs": runs}))
-                print(cls, seed, flush=True)
+        sweep(RESULTS, args, lambda model, _fifo, cfg, seed: run_one(model, cfg, seed))
     print(table())
 
 

@@ -156,6 +156,25 @@ def untrained(root: Path, classes: list[str]) -> None:
         print(f"| {cls} | " + " | ".join(row) + " |", flush=True)
 
 
+def sweep(results: Path, args: argparse.Namespace, score) -> None:
+    """``score(model, fifo_bank, cfg, seed)`` on the cached model of every (class, seed) in
+    ``args`` not yet in ``results`` (training and caching it first), one JSON row each."""
+    if not (args.data / "ssad_classes.yaml").is_file():
+        generate(args.data, seed=0, size=256)
+    args.models.mkdir(parents=True, exist_ok=True)
+    runs = json.loads(results.read_text())["runs"] if results.is_file() else []
+    done = {(r["class"], r["seed"]) for r in runs}
+    for seed in args.seeds:
+        for cls in args.classes:
+            if (cls, seed) in done:
+                continue
+            cfg = _config(args.data, cls, seed)
+            model, fifo = _trained(args.models / f"{cls}-{seed}.pt", cfg)
+            runs.append({"class": cls, "seed": seed, "val": score(model, fifo, cfg, seed)})
+            results.write_text(json.dumps({"runs": runs}))
+            print(cls, seed, flush=True)
+
+
 def table() -> str:
     runs = json.loads(RESULTS.read_text())["runs"]
     classes = list(dict.fromkeys(r["class"] for r in runs))
@@ -190,20 +209,7 @@ def main() -> None:
     if args.untrained:
         untrained(args.data, args.classes)
         return
-    if not (args.data / "ssad_classes.yaml").is_file():
-        generate(args.data, seed=0, size=256)
-    args.models.mkdir(parents=True, exist_ok=True)
-    runs = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []
-    done = {(r["class"], r["seed"]) for r in runs}
-    for seed in args.seeds:
-        for cls in args.classes:
-            if (cls, seed) in done:
-                continue
-            cfg = _config(args.data, cls, seed)
-            model, fifo = _trained(args.models / f"{cls}-{seed}.pt", cfg)
-            runs.append({"class": cls, "seed": seed, "val": run_one(model, fifo, cfg, seed)})
-            RESULTS.write_text(json.dumps({"runs": runs}))
-            print(cls, seed, flush=True)
+    sweep(RESULTS, args, run_one)
     print(table())
 
 
