@@ -1,7 +1,7 @@
 """Which stages the window descriptor pools, and one more image-score rule: validation only.
 
-Scores the validation split of the models ``scoring_variants.py`` trained and cached (the ``cpu``
-preset's training, ``--models``) with windows against a final bank (coreset to
+Scores the validation split of the models ``scoring_variants.py`` caches (the ``cpu`` preset's
+training, ``--models``; trained first where missing) with windows against a final bank (coreset to
 ``memory.bank_size``, k 1), changing only the window descriptor and the image score:
 
 - descriptor: pooled stages, each L2-normalised and concatenated: ``l234`` (layer2/3/4, the
@@ -12,7 +12,6 @@ preset's training, ``--models``) with windows against a final bank (coreset to
 Per (class, seed): validation image AUROC (all defects and per defect type) and pixel AUROC, in
 ``benchmarks/results/descriptor-variants.json``::
 
-    python benchmarks/scoring_variants.py --seeds 0 1 2   # trains and caches the models once
     python -m benchmarks.descriptor_variants --seeds 0 1 2
     python -m benchmarks.descriptor_variants --table
 """
