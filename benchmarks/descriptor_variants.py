@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.scoring_variants import sweep
-from ssad.data.images import read_image, to_tensor
+from benchmarks.scoring_variants import embed_windows, sweep
+from ssad.data.images import read_image
 from ssad.data.synthetic import SYNTHETIC_CLASSES
-from ssad.localize import grid_starts, smooth_maps, upsample_grid, window_embeddings
+from ssad.localize import grid_starts, smooth_maps, upsample_grid
 from ssad.memory import MemoryBank
 from ssad.model import SSADNet
 from ssad.pipeline import load_data, splits
@@ -53,16 +53,15 @@ class _Stages(torch.nn.Module):
         l2 = m.layer2(l1)
         l3 = m.layer3(l2)
         return torch.cat(
-            [*m.pooled(l2, l3, m.layer4(l3)), F.adaptive_avg_pool2d(l1, 1).flatten(1)], 1
+            [F.adaptive_avg_pool2d(l1, 1).flatten(1), *m.pooled(l2, l3, m.layer4(l3))], 1
         )
 
 
 def _descriptor(raw: np.ndarray, stages: tuple[int, ...]) -> np.ndarray:
-    """Each chosen stage of ``raw`` (layer2/3/4 then layer1) L2-normalised, concatenated."""
-    order = (1, 2, 3, 0)  # column order of _Stages: layer2, layer3, layer4, layer1
-    starts = np.cumsum([0] + [WIDTHS[s] for s in order])
-    cols = {s: raw[:, starts[i] : starts[i + 1]] for i, s in enumerate(order)}
-    parts = [cols[s] / (np.linalg.norm(cols[s], axis=1, keepdims=True) + 1e-12) for s in stages]
+    """The chosen stages of ``raw`` (layer1..layer4 columns), each L2-normalised, concatenated."""
+    starts = np.cumsum([0, *WIDTHS])
+    cols = [raw[:, starts[s] : starts[s + 1]] for s in stages]
+    parts = [c / (np.linalg.norm(c, axis=1, keepdims=True) + 1e-12) for c in cols]
     return np.concatenate(parts, 1).astype(np.float32)
 
 
@@ -72,18 +71,10 @@ def run_one(model: SSADNet, cfg, seed: int) -> dict:
     images = np.stack([read_image(p, size) for p in train.train])
     net = _Stages(model).eval()
 
-    def embed(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return np.concatenate(
-                [
-                    np.asarray(
-                        window_embeddings(net, to_tensor(x[i : i + 16]), patch=patch, stride=stride)
-                    )
-                    for i in range(0, len(x), 16)
-                ]
-            )
-
-    bank_raw, query_raw = embed(images), embed(val.images)
+    with torch.no_grad():
+        bank_raw, query_raw = (
+            embed_windows(net, x, patch=patch, stride=stride) for x in (images, val.images)
+        )
     n, g = len(val.images), len(grid_starts(size, patch, stride))
     kinds = np.array([name.split("/")[0] for name in val.names])
     good = kinds == "good"
@@ -133,7 +124,7 @@ def table() -> str:
     seeds = {c: sorted(r["seed"] for r in runs if r["class"] == c) for c in classes}
     lines.append(f"\nSeeds per class: {seeds}")
     for cls in classes:  # per defect type, the preset's descriptor and rule
-        kinds = runs[[r["class"] for r in runs].index(cls)]["val"][base]["kinds"]
+        kinds = next(r for r in runs if r["class"] == cls)["val"][base]["kinds"]
         cells = ", ".join(
             f"{k} {np.mean([r['val'][base]['kinds'][k] for r in runs if r['class'] == cls]):.3f}"
             for k in kinds

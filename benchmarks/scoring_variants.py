@@ -96,6 +96,16 @@ class _Feature(torch.nn.Module):
         return m.describe(x, "embedding" if self.kind == "z" else "backbone")
 
 
+def embed_windows(net: torch.nn.Module, x: np.ndarray, *, patch: int, stride: int) -> np.ndarray:
+    """``window_embeddings`` of RGB uint8 images (N, S, S, 3), 16 images at a time: (N * G², D)."""
+    return np.concatenate(
+        [
+            np.asarray(window_embeddings(net, to_tensor(x[i : i + 16]), patch=patch, stride=stride))
+            for i in range(0, len(x), 16)
+        ]
+    )
+
+
 def run_one(model: SSADNet, fifo: np.ndarray, cfg, seed: int) -> dict[str, list[float]]:
     train, val, _ = splits(cfg, load_data(cfg))
     size, patch, stride = cfg.data.image_size, cfg.pretext.patch_size, cfg.eval.patch_stride
@@ -105,14 +115,6 @@ def run_one(model: SSADNet, fifo: np.ndarray, cfg, seed: int) -> dict[str, list[
     n, g = len(val.images), len(grid_starts(size, patch, stride))
     gt = val.masks[:, ::2, ::2].ravel()  # pixel AUROC on every other pixel
     out: dict[str, list[float]] = {}
-
-    def embed(net, x: np.ndarray) -> np.ndarray:
-        return np.concatenate(
-            [
-                window_embeddings(net, to_tensor(x[i : i + 16]), patch=patch, stride=stride)
-                for i in range(0, len(x), 16)
-            ]
-        )
 
     def score(name: str, vectors: np.ndarray, q: np.ndarray) -> None:
         bank = MemoryBank(vectors.shape[1], size=cfg.memory.bank_size, backend="cpu")
@@ -129,13 +131,19 @@ def run_one(model: SSADNet, fifo: np.ndarray, cfg, seed: int) -> dict[str, list[
     with torch.no_grad():
         for kind in FEATURES:
             net = _Feature(model, kind)
-            q = embed(net, val.images)
+            q = embed_windows(net, val.images, patch=patch, stride=stride)
             if kind == "z":
                 score("fifo-z", fifo, q)
-            plain = embed(net, images)
+            plain = embed_windows(net, images, patch=patch, stride=stride)
             score(f"final-{kind}", plain, q)
             if kind != "fusion":  # memory.views 1: plus one colour-jittered view per image
-                score(f"final+jit-{kind}", np.concatenate([plain, embed(net, jittered)]), q)
+                score(
+                    f"final+jit-{kind}",
+                    np.concatenate(
+                        [plain, embed_windows(net, jittered, patch=patch, stride=stride)]
+                    ),
+                    q,
+                )
     return out
 
 
