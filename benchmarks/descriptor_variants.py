@@ -109,7 +109,7 @@ def table() -> str:
     lines = [
         "| descriptor \\| image score | "
         + " | ".join(classes)
-        + " | mean | pixel AUROC | paired vs l234 · max (wins / losses) |",
+        + " | mean ± std over seeds | pixel AUROC | paired vs l234 · max (wins / losses) |",
         "|---|" + "---:|" * (len(classes) + 3),
     ]
     for key in keys:
@@ -117,17 +117,22 @@ def table() -> str:
         diff = np.array([r["val"][key]["image"] - r["val"][base]["image"] for r in runs])
         pixel = np.mean([r["val"][key]["pixel"] for r in runs])
         cells = " | ".join(f"{v:.3f}" for v in per)
+        by_seed = [  # the mean over classes of each seed: its spread is the row's ± std
+            np.mean([r["val"][key]["image"] for r in runs if r["seed"] == s])
+            for s in sorted({r["seed"] for r in runs})
+        ]
         lines.append(
-            f"| {key.replace('|', ' · ')} | {cells} | {np.mean(per):.3f} | {pixel:.3f} | "
+            f"| {key.replace('|', ' · ')} | {cells} | {np.mean(per):.3f} ± {np.std(by_seed, ddof=1):.3f} "
+            f"| {pixel:.3f} | "
             f"{diff.mean():+.4f} ({(diff > 5e-4).sum()} / {(diff < -5e-4).sum()}) |"
         )
     seeds = {c: sorted(r["seed"] for r in runs if r["class"] == c) for c in classes}
     lines.append(f"\nSeeds per class: {seeds}")
     for cls in classes:  # per defect type, the preset's descriptor and rule
         kinds = next(r for r in runs if r["class"] == cls)["val"][base]["kinds"]
+        values = {k: [r["val"][base]["kinds"][k] for r in runs if r["class"] == cls] for k in kinds}
         cells = ", ".join(
-            f"{k} {np.mean([r['val'][base]['kinds'][k] for r in runs if r['class'] == cls]):.3f}"
-            for k in kinds
+            f"{k} {np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" for k, v in values.items()
         )
         lines.append(f"- {cls} (l234 · max, per defect type): {cells}")
     return "\n".join(lines)
