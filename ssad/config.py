@@ -109,6 +109,9 @@ class TrainConfig:
     min_samples: int = 500  # the train list is repeated to at least this many samples per epoch
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Training forward passes: "fp32", or "bf16" autocast (convolutions and matmuls in bfloat16,
+    # BatchNorm, loss and weights in fp32; CPU and CUDA). Banks and scoring always run in fp32.
+    precision: Literal["fp32", "bf16"] = "fp32"
     workers: int = 0
     val_every: int = 1  # evaluate the validation split every N epochs (0: only at the end)
     progress: bool = True

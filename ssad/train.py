@@ -258,6 +258,7 @@ def fit(
 
         return state
 
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     for epoch in range(start_epoch, total):
         phase = _phase_of(epoch, config)
         if opt is None or epoch == t.phase1_epochs:  # each phase starts its own SGD + cosine
@@ -276,10 +277,11 @@ def fit(
         )
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            l2, l3, l4 = model.features(x)
-            z = model.embed_features(l2, l3, l4)
-            logits = model.classify(z)
-            loss = F.cross_entropy(logits, y)
+            with autocast:
+                l2, l3, l4 = model.features(x)
+                z = model.embed_features(l2, l3, l4)
+                logits = model.classify(z)
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -287,6 +289,7 @@ def fit(
             pred = logits.argmax(dim=1)
             if fifo:  # the seed's bank: normal samples the classifier calls normal
                 v = z if feature == "embedding" else model.backbone_descriptor(l2, l3, l4)
+                v = v.float()
                 bank.add(v[(y == 0) & (pred == 0)].detach())
                 normal_z.append(v[y == 0].detach())
             loss_sum += loss.item() * len(y)

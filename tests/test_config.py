@@ -157,6 +157,7 @@ def test_wrong_type_names_file_and_key(
         ({"data.val_draws": 0}, "data.val_draws", ">= 1"),
         ({"memory.subsample": "kmeans"}, "memory.subsample", "coreset"),
         ({"memory.index": "annoy"}, "memory.index", "'flat', 'ivf', 'hnsw'"),
+        ({"train.precision": "fp16"}, "train.precision", "'fp32', 'bf16'"),
         ({"memory.index": "hnsw", "memory.backend": "gpu"}, "memory.index", "no GPU HNSW"),
     ],
 )

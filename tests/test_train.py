@@ -239,3 +239,23 @@ def test_resume_gives_the_same_weights(
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
     np.testing.assert_allclose(resumed.bank.vectors, straight.bank.vectors, atol=1e-5)
+
+
+def test_bf16_training_is_seeded_keeps_fp32_weights_and_banks(make_config) -> None:
+    # train.precision=bf16: autocast forward passes, weights and the FIFO bank stay fp32, a seed
+    # still fixes the run, and the run differs from fp32's (autocast is really on).
+    cfg = make_config(**{"memory.fill": "fifo", "train.phase1_epochs": 1, "train.phase2_epochs": 1})
+    data = load_data(cfg)
+    bf16 = cfg.with_overrides({"train.precision": "bf16"})
+    a, b = fit(bf16, data), fit(bf16, data)
+    fp32 = fit(cfg, data)
+    for k, v in a.model.state_dict().items():
+        assert v.dtype in (torch.float32, torch.int64), k
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert a.bank.vectors.dtype == np.float32 and len(a.bank) > 0
+    np.testing.assert_array_equal(a.bank.vectors, b.bank.vectors)
+    assert all(np.isfinite(r.loss) for r in a.history)
+    assert a.history[-1].loss != fp32.history[-1].loss
+    assert not torch.equal(
+        a.model.state_dict()["head.0.weight"], fp32.model.state_dict()["head.0.weight"]
+    )
