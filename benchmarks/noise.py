@@ -35,7 +35,7 @@ from ssad.data.synthetic import SYNTHETIC_CLASSES, generate
 from ssad.evaluate import evaluate, load_samples
 from ssad.pipeline import load_data, splits
 from ssad.study.trial import EMA_DECAY
-from ssad.train import bank_fill, fit
+from ssad.train import bank_fill, fit, resolve_device
 
 RESULTS = Path(__file__).parent / "results"
 KEYS = ("image_auroc", "pixel_auroc", "aupro")
@@ -68,7 +68,7 @@ def run_one(cls: str, seed: int, *, roots: dict[str, Path], overrides: dict, per
             **overrides,
         },
     )
-    device = torch.device("cpu")
+    device = resolve_device(cfg.train.device)  # train.device: auto → CUDA when torch sees one
     train, val, test = splits(cfg, load_data(cfg))
     test = load_samples(test, cfg.data.image_size)
     old_cfg = cfg.with_overrides({"data.root": str(roots["old"])})
@@ -87,13 +87,14 @@ def run_one(cls: str, seed: int, *, roots: dict[str, Path], overrides: dict, per
         cpu_val += time.process_time() - tic
         return {}
 
-    tic = time.process_time()
+    tic, wall = time.process_time(), time.perf_counter()
     trained = fit(cfg, train, validate=validate if per_epoch else None)
     cpu_train = time.process_time() - tic - cpu_val
     out = {
         "class": cls,
         "seed": seed,
         "cpu_train_s": cpu_train,
+        "wall_train_s": time.perf_counter() - wall,
         "curves": {k: [{m: r[m] for m in KEYS} for r in v] for k, v in curves.items()},
     }
     for name, extra in VARIANTS.items():
