@@ -94,18 +94,8 @@ def main() -> None:
             res["runs"].append(run)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(res, indent=1))
-            print(summary(run), flush=True)
+            print(_row(run), flush=True)
     print(table(res))
-
-
-def summary(r: dict) -> str:
-    return (
-        f"{r['class']} {r['precision']} workers {r['workers']}: train {r['wall_train_s']:.1f} s, "
-        f"val/test image AUROC (final) {r['final']['val']['image_auroc']:.3f}/"
-        f"{r['final']['test']['image_auroc']:.3f}, test images/s windows "
-        f"{r['final']['test_images_per_s']:.0f} dense {r['dense']['test_images_per_s']:.0f}, "
-        f"peak {r['peak_gpu_mib']:.0f} MiB"
-    )
 
 
 def table(res: dict) -> str:
@@ -118,16 +108,19 @@ def table(res: dict) -> str:
         "pixel AUROC | AUPRO | windows img/s | dense img/s | peak GPU MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in res["runs"]:
-        f = r["final"]
-        lines.append(
-            f"| {r['class']} | {r['precision']} | {r['workers']} | {r['wall_train_s']:.1f} | "
-            f"{f['val']['image_auroc']:.3f} | {f['test']['image_auroc']:.3f} / "
-            f"{f['test']['pixel_auroc']:.3f} | {f['test']['aupro']:.3f} | "
-            f"{f['test_images_per_s']:.0f} | {r['dense']['test_images_per_s']:.0f} | "
-            f"{r['peak_gpu_mib']:.0f} |"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + [_row(r) for r in res["runs"]])
+
+
+def _row(r: dict) -> str:
+    """One run's table row (also the progress line): windows with the final bank, dense."""
+    f = r["final"]
+    return (
+        f"| {r['class']} | {r['precision']} | {r['workers']} | {r['wall_train_s']:.1f} | "
+        f"{f['val']['image_auroc']:.3f} | {f['test']['image_auroc']:.3f} / "
+        f"{f['test']['pixel_auroc']:.3f} | {f['test']['aupro']:.3f} | "
+        f"{f['test_images_per_s']:.0f} | {r['dense']['test_images_per_s']:.0f} | "
+        f"{r['peak_gpu_mib']:.0f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -154,6 +154,7 @@ def test_local_study_records_every_trial(
                 step, value = last_value(client, r.info.run_id, METRIC)
                 assert step == spec.max_epochs
                 by_config[r.data.tags["ssad.config_id"]].append(value)
+        assert by_config, f"{cls}: no finished trial (its ASHA's first trial always continues)"
         best = max(sum(v) / len(v) for v in by_config.values())
         assert board.loc[cls, f"best_{METRIC}"] == pytest.approx(best)
         assert board.loc[cls, "trials"] == num_samples
