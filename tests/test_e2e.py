@@ -41,14 +41,22 @@ TRAIN_SETTINGS = [
     "train.val_every=0",  # validate once, at the end (the per-epoch curve is not under test)
     "train.progress=false",
 ]
-# Quality floor on all 40 test images (val + test halves), measured with exactly these settings:
-#   trained, train.seed 0 / 1 / 2:          image AUROC 0.966 / 0.875 / 0.867,
+# Quality floor on all 40 test images (val + test halves), measured with exactly these settings.
+# The run is chaotic in float rounding: the thread count, or the one-position convolutions of
+# layer4 (ssad.model.OnePositionConv2d, the same function with other rounding), give another
+# trajectory. Trained, train.seed 0 / 1 / 2:
+#   nn.Conv2d, 2 threads:                   image AUROC 0.966 / 0.875 / 0.867,
 #                                           pixel AUROC 0.969 / 0.912 / 0.927, AUPRO 0.915 / 0.846 / 0.858
+#   nn.Conv2d, 1 thread:                    image 0.833 / 0.820, pixel 0.933 / 0.934, AUPRO 0.843 / 0.859
+#   one-position convs, 1 thread:           image 0.823 / 0.865 / 0.875, pixel 0.946 / 0.946 / 0.966,
+#                                           AUPRO 0.841 / 0.874 / 0.902
+#   one-position convs, 2 threads, seed 0:  image 0.747, pixel 0.921, AUPRO 0.833
 #   trained on shuffled pretext labels:     image 0.432, pixel 0.619, AUPRO 0.244
 #   untrained (one phase-1 epoch of 64):    image 0.583, pixel 0.550, AUPRO 0.172
 #   under-trained (2 + 8 epochs of 1024):   image 0.602, pixel 0.792, AUPRO 0.470
-# (full cpu preset, 2 + 15 epochs: image 0.969, pixel 0.965). A random score is 0.5.
-MIN_IMAGE_AUROC = 0.75
+# (full cpu preset, 2 + 15 epochs: image 0.969, pixel 0.965). A random score is 0.5. The floors sit
+# between the lowest trained run and the best broken one.
+MIN_IMAGE_AUROC = 0.70
 MIN_PIXEL_AUROC = 0.85
 MIN_AUPRO = 0.65
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.models import resnet18
 
-from ssad.model import SSADNet, load_backbone_weights
+from ssad.model import OnePositionConv2d, SSADNet, load_backbone_weights
 
 
 def _net(**kw) -> SSADNet:
@@ -154,3 +155,52 @@ def test_imagenet_without_network_is_a_helpful_error(monkeypatch: pytest.MonkeyP
     msg = str(err.value)
     assert "model.weights=imagenet" in msg
     assert "model.weights=none" in msg
+
+
+@pytest.mark.parametrize(
+    ("channels", "size", "stride", "padding", "fast"),
+    [
+        ((16, 24), 1, 1, 1, True),  # layer4 on a 24 px window: 1×1 in, 1×1 out
+        ((16, 24), 2, 2, 1, True),  # layer4's first conv: 2×2 in, one window over all of it
+        ((16, 24), 2, 1, 1, False),  # 2×2 out: four positions, the plain convolution
+        ((16, 24), 3, 2, 1, False),  # 3×3 in, stride 2: 2×2 out
+        ((16, 24), 1, 1, 0, False),  # 1×1 in, no padding: no output position at all
+    ],
+)
+def test_one_position_conv_is_the_convolution(channels, size, stride, padding, fast) -> None:
+    """Output and both gradients equal ``F.conv2d``'s (float64), on and off the fast path."""
+    torch.manual_seed(0)
+    cin, cout = channels
+    conv = OnePositionConv2d(cin, cout, 3, stride=stride, padding=padding, bias=True).double()
+    x = torch.randn(5, cin, size, size, dtype=torch.float64, requires_grad=True)
+    assert conv._one_position(x) is fast
+    if not fast and size == 1 and padding == 0:
+        with pytest.raises(RuntimeError):
+            conv(x)
+        return
+    out = conv(x)
+    ref = F.conv2d(x, conv.weight, conv.bias, stride, padding)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (x, conv.weight, conv.bias), g)
+    want = torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_every_backbone_conv_takes_the_one_position_path_where_it_applies() -> None:
+    """All backbone convolutions are OnePositionConv2d (state dict keys as torchvision's), and on
+    a 24 px window exactly layer4's 3×3 convolutions (4 of the backbone's 20) use the fast path."""
+    net = _net().eval()
+    convs = [m for m in net.backbone().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 20 and all(type(m) is OnePositionConv2d for m in convs)
+    ref = resnet18()
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        assert getattr(net, name).state_dict().keys() == getattr(ref, name).state_dict().keys()
+    taken = []
+    for m in convs:
+        m.register_forward_hook(lambda mod, inp, out: taken.append(mod._one_position(inp[0])))
+    with torch.no_grad():
+        net.features(torch.randn(2, 3, 24, 24))
+    assert sum(taken) == 4 and len(taken) == 20
