@@ -27,8 +27,8 @@ class OnePositionConv2d(nn.Conv2d):
     is the linear map by the slice of the kernel that overlaps the input (the other taps only ever
     meet padding). oneDNN computes all nine taps, and its weight gradient on a 1×1 map costs ~9×
     its forward; as ``F.linear`` the same function (equal up to float rounding, gradients of the
-    unused taps exactly zero as before) makes a patch-mode training step 1.2–1.3× cheaper
-    (README, "Training cost"). Parameters, state dict and initialisation are ``nn.Conv2d``'s;
+    unused taps exactly zero as before) makes a patch-mode training step 1.2–1.3× cheaper and
+    ``train.fit`` 1.1× (README, "One-position convolutions"). Parameters, state dict and initialisation are ``nn.Conv2d``'s;
     every other shape takes ``nn.Conv2d.forward``.
     """
 
