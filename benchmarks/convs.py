@@ -13,21 +13,16 @@ and the ratio conv2d / linear. Results go to ``benchmarks/results/convs.json``::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import statistics
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from benchmarks.precision import RESULTS, _time_fit
-from ssad.data.synthetic import generate
+from benchmarks import precision
 from ssad.model import OnePositionConv2d
 
-OUT = RESULTS / "convs.json"
+OUT = precision.RESULTS / "convs.json"
 ORDER = ("conv2d", "linear", "linear", "conv2d")
 
 
@@ -43,62 +38,18 @@ def _path(name: str) -> Iterator[None]:
         OnePositionConv2d.forward = fast
 
 
-def speed(root: Path, cls: str, threads: list[int]) -> list[dict]:
-    rows = []
-    for n in threads:
-        torch.set_num_threads(n)
-        runs: dict[str, list[tuple[float, float]]] = {"conv2d": [], "linear": []}
-        for name in ORDER:
-            with _path(name):
-                runs[name].append(_time_fit(root, cls, "fp32"))
-        med = {
-            k: (statistics.median(c for c, _ in r), statistics.median(w for _, w in r))
-            for k, r in runs.items()
-        }
-        rows.append(
-            {
-                "threads": n,
-                "samples": 3 * 3072,
-                **{f"{k}_cpu_s": m[0] for k, m in med.items()},
-                **{f"{k}_wall_s": m[1] for k, m in med.items()},
-                "cpu_ratio": med["conv2d"][0] / med["linear"][0],
-                "wall_ratio": med["conv2d"][1] / med["linear"][1],
-            }
-        )
-        print(rows[-1], flush=True)
-    return rows
+def _time_fit(root: Path, cls: str, name: str) -> tuple[float, float]:
+    with _path(name):
+        return precision._time_fit(root, cls, "fp32")
 
 
 def table() -> str:
-    res = json.loads(OUT.read_text())
-    lines = [
-        "| threads | nn.Conv2d CPU-s | one-position linear CPU-s | CPU ratio | nn.Conv2d wall s "
-        "| linear wall s | wall ratio |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in res["speed"]:
-        lines.append(
-            f"| {r['threads']} | {r['conv2d_cpu_s']:.1f} | {r['linear_cpu_s']:.1f} | "
-            f"{r['cpu_ratio']:.2f} | {r['conv2d_wall_s']:.1f} | {r['linear_wall_s']:.1f} | "
-            f"{r['wall_ratio']:.2f} |"
-        )
-    return "\n".join(lines)
+    names = {"conv2d": "nn.Conv2d", "linear": "one-position linear"}
+    return "\n".join(precision.speed_table(OUT, names))
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--class", dest="cls", default="gravel")
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--data", type=Path, default=Path("runs/data/noise/v2"))
-    p.add_argument("--table", action="store_true", help="print the README table and exit")
-    args = p.parse_args()
-    if not args.table:
-        if not (args.data / "ssad_classes.yaml").is_file():
-            generate(args.data, seed=0, size=256)
-        OUT.write_text(
-            json.dumps({"class": args.cls, "speed": speed(args.data, args.cls, args.threads)})
-        )
-    print(table())
+    precision.cli(__doc__, OUT, ORDER, _time_fit, table)
 
 
 if __name__ == "__main__":

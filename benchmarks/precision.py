@@ -19,6 +19,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,29 +55,68 @@ def _time_fit(root: Path, cls: str, precision: str) -> tuple[float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def speed(root: Path, cls: str, threads: list[int]) -> list[dict]:
+def side_by_side(
+    root: Path, cls: str, threads: list[int], order: tuple[str, ...], fit_one: Callable
+) -> list[dict]:
+    """Per thread count: ``fit_one(root, cls, name)`` for each name of ``order`` (interleaved),
+    medians of CPU and wall seconds per name, and the ratios first name / second name."""
+    base, other = order[0], order[1]
     rows = []
     for n in threads:
         torch.set_num_threads(n)
-        runs: dict[str, list[tuple[float, float]]] = {"fp32": [], "bf16": []}
-        for precision in ORDER:
-            runs[precision].append(_time_fit(root, cls, precision))
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in order}
+        for name in order:
+            runs[name].append(fit_one(root, cls, name))
         med = {
-            p: (statistics.median(c for c, _ in r), statistics.median(w for _, w in r))
-            for p, r in runs.items()
+            k: (statistics.median(c for c, _ in r), statistics.median(w for _, w in r))
+            for k, r in runs.items()
         }
         rows.append(
             {
                 "threads": n,
                 "samples": 3 * 3072,
-                **{f"{p}_cpu_s": m[0] for p, m in med.items()},
-                **{f"{p}_wall_s": m[1] for p, m in med.items()},
-                "cpu_ratio": med["fp32"][0] / med["bf16"][0],
-                "wall_ratio": med["fp32"][1] / med["bf16"][1],
+                **{f"{k}_cpu_s": m[0] for k, m in med.items()},
+                **{f"{k}_wall_s": m[1] for k, m in med.items()},
+                "cpu_ratio": med[base][0] / med[other][0],
+                "wall_ratio": med[base][1] / med[other][1],
             }
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def speed_table(out: Path, names: dict[str, str]) -> list[str]:
+    """Markdown rows of ``side_by_side``'s results in ``out``; ``names``: key → column title."""
+    (a, ta), (b, tb) = names.items()
+    lines = [
+        f"| threads | {ta} CPU-s | {tb} CPU-s | CPU ratio | {ta} wall s | {tb} wall s "
+        "| wall ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in json.loads(out.read_text())["speed"]:
+        lines.append(
+            f"| {r['threads']} | {r[f'{a}_cpu_s']:.1f} | {r[f'{b}_cpu_s']:.1f} | "
+            f"{r['cpu_ratio']:.2f} | {r[f'{a}_wall_s']:.1f} | {r[f'{b}_wall_s']:.1f} | "
+            f"{r['wall_ratio']:.2f} |"
+        )
+    return lines
+
+
+def cli(doc: str, out: Path, order: tuple[str, ...], fit_one: Callable, table: Callable) -> None:
+    """The command line of a side-by-side speed benchmark: run it (``--class``, ``--threads``,
+    ``--data``) into ``out`` and print ``table()``, or only print it (``--table``)."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--class", dest="cls", default="gravel")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--data", type=Path, default=Path("runs/data/noise/v2"))
+    p.add_argument("--table", action="store_true", help="print the README table and exit")
+    args = p.parse_args()
+    if not args.table:
+        if not (args.data / "ssad_classes.yaml").is_file():
+            generate(args.data, seed=0, size=256)
+        rows = side_by_side(args.data, args.cls, args.threads, order, fit_one)
+        out.write_text(json.dumps({"class": args.cls, "speed": rows}))
+    print(table())
 
 
 def quality() -> list[dict]:
@@ -105,17 +145,7 @@ def _runs(name: str) -> list[dict]:
 
 
 def table() -> str:
-    res = json.loads(OUT.read_text())
-    lines = [
-        "| threads | fp32 CPU-s | bf16 CPU-s | CPU ratio | fp32 wall s | bf16 wall s | wall ratio |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in res["speed"]:
-        lines.append(
-            f"| {r['threads']} | {r['fp32_cpu_s']:.1f} | {r['bf16_cpu_s']:.1f} | "
-            f"{r['cpu_ratio']:.2f} | {r['fp32_wall_s']:.1f} | {r['bf16_wall_s']:.1f} | "
-            f"{r['wall_ratio']:.2f} |"
-        )
+    lines = speed_table(OUT, {"fp32": "fp32", "bf16": "bf16"})
     q = quality()
     if q:
         lines += ["", "| class | seed | val fp32 | val bf16 | test fp32 | test bf16 |"]
@@ -131,19 +161,7 @@ def table() -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--class", dest="cls", default="gravel")
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--data", type=Path, default=Path("runs/data/noise/v2"))
-    p.add_argument("--table", action="store_true", help="print the README table and exit")
-    args = p.parse_args()
-    if not args.table:
-        if not (args.data / "ssad_classes.yaml").is_file():
-            generate(args.data, seed=0, size=256)
-        OUT.write_text(
-            json.dumps({"class": args.cls, "speed": speed(args.data, args.cls, args.threads)})
-        )
-    print(table())
+    cli(__doc__, OUT, ORDER, _time_fit, table)
 
 
 if __name__ == "__main__":
