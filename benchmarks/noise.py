@@ -6,7 +6,10 @@ needs from the same weights:
 
 - ``fifo``: windows scored against the FIFO bank collected during training (the seed's method);
 - ``final``: windows scored against the bank rebuilt from the final weights (``memory.fill: final``);
-- ``dense``: dense layer2+layer3 features against a coreset bank of training positions.
+- ``dense``: dense layer2+layer3 features against a coreset bank of training positions;
+- ``shift`` / ``dense_shift``: ``final`` / ``dense`` with each position's score re-centred on
+  its own normal level (``eval.position_norm: shift``; results from before it was added lack
+  these variants).
 
 ``--per-epoch`` validates every epoch: ``before`` = the fifo bank on the old 20-image validation
 split (a data set generated with the old test counts), ``after`` = the final bank on the enlarged
@@ -43,6 +46,15 @@ VARIANTS = {  # name → overrides of the trained config (memory.fill: fifo keep
     "fifo": {},
     "final": {"memory.fill": "final"},
     "dense": {"memory.fill": "final", "eval.scoring": "dense"},
+    "shift": {"memory.fill": "final", "eval.position_norm": "shift"},
+    "dense_shift": {"memory.fill": "final", "eval.scoring": "dense", "eval.position_norm": "shift"},
+}
+LABELS = {  # variant → its README row label
+    "fifo": "windows, fifo bank",
+    "final": "windows, final bank",
+    "dense": "dense, final bank",
+    "shift": "windows, final bank, position shift",
+    "dense_shift": "dense, final bank, position shift",
 }
 
 
@@ -132,7 +144,7 @@ def summarise(runs: list[dict]) -> dict:
     for cls in dict.fromkeys(r["class"] for r in runs):
         rs = [r for r in runs if r["class"] == cls]
         s: dict = {"seeds": len(rs), "cpu_train_s": float(np.mean([r["cpu_train_s"] for r in rs]))}
-        for name in VARIANTS:
+        for name in (v for v in VARIANTS if v in rs[0]):  # variants the runs have
             for split in ("val", "test"):
                 for k in KEYS:
                     vals = [r[name][split][k] for r in rs]
@@ -168,7 +180,7 @@ def overall(runs: list[dict]) -> dict:
     auto = load_config(preset="cpu", overrides={"memory.fill": "auto", "eval.scoring": "windows"})
     chosen = {c: bank_fill(auto, SYNTHETIC_CLASSES[c][0]) for c in classes}
     out = {}
-    for label in ("auto", *VARIANTS):
+    for label in ("auto", *(v for v in VARIANTS if v in runs[0])):
         per_seed = {k: [] for k in KEYS}
         for seed in seeds:
             rs = [r for r in runs if r["seed"] == seed]
@@ -198,11 +210,9 @@ def markdown(name: str) -> str:
     order = list(SYNTHETIC_CLASSES)
     summary = {c: summary[c] for c in sorted(summary, key=order.index)}
     for cls, s in summary.items():
-        for v, label in (
-            ("fifo", "windows, fifo bank"),
-            ("final", "windows, final bank"),
-            ("dense", "dense, final bank"),
-        ):
+        for v, label in LABELS.items():
+            if f"{v}.images_per_s" not in s:
+                continue
             lines.append(
                 f"| {cls} | {s['seeds']} | {label} | {_pm(s[f'{v}.val.image_auroc'])} | "
                 + " | ".join(_pm(s[f"{v}.test.{k}"]) for k in KEYS)
@@ -213,12 +223,13 @@ def markdown(name: str) -> str:
         "| over all classes (test; mean over classes, ± std over seeds) | image AUROC | pixel AUROC | AUPRO |",
         "|---|---:|---:|---:|",
     ]
+    everywhere = {v: w if v.startswith("dense") else f"{w} everywhere" for v, w in LABELS.items()}
     for label, what in (
         ("auto", "windows, memory.fill auto (fifo textures, final objects)"),
-        ("fifo", "windows, fifo bank everywhere"),
-        ("final", "windows, final bank everywhere"),
-        ("dense", "dense, final bank"),
+        *everywhere.items(),
     ):
+        if label not in every:
+            continue
         lines.append(f"| {what} | " + " | ".join(_pm(every[label][k]) for k in KEYS) + " |")
     lines.append(f"\nTraining: {every['cpu_train_s']:.0f} CPU-s per class (mean over runs).")
     if any("before.seed_std_final" in s for s in summary.values()):

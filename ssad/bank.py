@@ -10,6 +10,7 @@ a training image's own windows against this bank reproduces the features it hold
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,7 +23,13 @@ from ssad.localize import window_embeddings
 from ssad.memory import MemoryBank
 from ssad.model import SSADNet
 
-__all__ = ["build_bank", "normal_features"]
+__all__ = [
+    "build_bank",
+    "fifo_positions",
+    "leave_one_image_out_scores",
+    "normal_features",
+    "position_stats",
+]
 
 
 @torch.no_grad()
@@ -70,7 +77,8 @@ def normal_features(
 def build_bank(
     model: SSADNet, images: Sequence[np.ndarray], config: Config, *, device: torch.device
 ) -> MemoryBank:
-    """The final bank: :func:`normal_features`, subsampled to ``memory.bank_size``."""
+    """The final bank: :func:`normal_features`, subsampled to ``memory.bank_size``; with
+    ``eval.position_norm`` also its :func:`position_stats` (``bank.positions``)."""
     feats = normal_features(model, images, config, device=device)
     m = config.memory
     bank = MemoryBank(
@@ -81,5 +89,75 @@ def build_bank(
         device=(device.index or 0) if device.type == "cuda" else 0,
     )
     bank.add(feats)
-    bank.subsample(method=m.subsample, seed=config.train.seed, device=str(device))
+    keep = bank.subsample(method=m.subsample, seed=config.train.seed, device=str(device))
+    if config.eval.position_norm != "none":
+        per_image = len(feats) // (len(images) * (1 + m.views))  # windows or positions per view
+        owners = keep // per_image % len(images)  # views of an image belong to the image
+        plain = feats[: len(images) * per_image]  # each image's own view, image-major
+        bank.positions = position_stats(bank, plain, owners, n_images=len(images), k=m.k)
     return bank
+
+
+def leave_one_image_out_scores(
+    bank: MemoryBank, feats: np.ndarray, owners: np.ndarray, *, n_images: int, k: int
+) -> np.ndarray:
+    """Score each training vector against the bank without its own image's vectors: (N,).
+
+    ``feats`` (N, D) are ``n_images`` images' vectors, image-major (N / n_images each); ``owners``
+    (M,) is the image of each bank vector. A test window is never in the bank, so a training
+    window scored against a bank that holds it (or its overlapping neighbours) would look far
+    more normal than any test window; leaving its image out makes the two comparable. The
+    ``k + 64`` nearest are searched, own-image ones dropped; rows left with fewer than ``k``
+    are searched exactly.
+    """
+    if n_images < 2:
+        raise ValueError("eval.position_norm needs at least 2 normal training images")
+    k = min(k, len(bank) - int(np.bincount(owners).max()))  # every image keeps k others
+    if k < 1:
+        raise ValueError("eval.position_norm: the bank holds vectors of one training image only")
+    query_owner = np.arange(len(feats)) // (len(feats) // n_images)
+    sims, ids = bank.knn(feats, k + 64)
+    sims = np.where(owners[ids] == query_owner[:, None], -np.inf, sims)
+    top = -np.sort(-sims, axis=1)[:, :k]
+    short = np.flatnonzero(~np.isfinite(top).all(axis=1))
+    if len(short):  # more than 64 of the nearest came from the query's own image
+        unit = feats[short] / np.linalg.norm(feats[short], axis=1, keepdims=True).clip(1e-12)
+        exact = unit @ bank.vectors.T
+        exact[owners[None, :] == query_owner[short, None]] = -np.inf
+        top[short] = -np.sort(-exact, axis=1)[:, :k]
+    return np.clip((1.0 - top).mean(axis=1) / 2.0, 0.0, 1.0).astype(np.float32)
+
+
+def position_stats(
+    bank: MemoryBank, feats: np.ndarray, owners: np.ndarray | None, *, n_images: int, k: int
+) -> np.ndarray:
+    """Mean and std over the training images of each position's normal score: (2, h, w).
+
+    ``feats`` (N, D): every window (or dense feature position) of ``n_images`` images,
+    image-major and row-major on a square h × w grid. ``owners``: the image of each bank vector
+    when the bank was built from these images (scores from
+    :func:`leave_one_image_out_scores`), or ``None`` when it holds none of them (a FIFO bank
+    of training crops: plain kNN scores).
+    """
+    if owners is None:
+        scores = bank.score(feats, k)
+    else:
+        scores = leave_one_image_out_scores(bank, feats, owners, n_images=n_images, k=k)
+    side = math.isqrt(len(feats) // n_images)
+    grid = scores.reshape(n_images, side, side)
+    return np.stack([grid.mean(axis=0), grid.std(axis=0)]).astype(np.float32)
+
+
+def fifo_positions(
+    model: SSADNet,
+    images: Sequence[np.ndarray],
+    bank: MemoryBank,
+    config: Config,
+    *,
+    device: torch.device,
+) -> np.ndarray:
+    """:func:`position_stats` of the normal training images' windows against a FIFO bank, whose
+    train-mode vectors of jittered random crops are none of the windows scored."""
+    plain = config.with_overrides({"memory.views": 0})
+    feats = normal_features(model, images, plain, device=device)
+    return position_stats(bank, feats, None, n_images=len(images), k=config.memory.k)

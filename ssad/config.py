@@ -150,6 +150,13 @@ class EvalConfig:
     patch_stride: int = 8
     map_sigma: float = 4.0  # Gaussian smoothing (pixels) of the anomaly map; 0: none
     image_score: Literal["max", "topk"] = "topk"  # max of the smoothed map | top-k cell mean
+    # Per-position calibration of the score grid (windows in patch mode, or dense), for objects
+    # that sit in the same place in every image: each position's score is re-centred on its own
+    # mean ("shift") or standardised by its own mean and std ("zscore") over the normal training
+    # images (against a final bank, each training window is scored without its own image's
+    # vectors), then put back on the class's overall scale (ssad.localize.normalize_positions).
+    # "none": scores as they are.
+    position_norm: Literal["none", "shift", "zscore"] = "none"
     topk: int = 10
     batch_size: int = 64
     heatmaps: int = 8  # overlays written per evaluation
@@ -275,6 +282,12 @@ class Config:
         if m.index == "hnsw" and m.backend == "gpu":
             fail(
                 "memory.index", "FAISS has no GPU HNSW index: use memory.index=ivf with backend=gpu"
+            )
+        if e.position_norm != "none" and e.scoring == "windows" and p.mode == "image":
+            fail(
+                "eval.position_norm",
+                "image-mode windows give one score per image, no positions: use "
+                "pretext.mode=patch or eval.scoring=dense, or eval.position_norm=none",
             )
         if e.patch_stride < 1:
             fail("eval.patch_stride", "must be >= 1")

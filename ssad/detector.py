@@ -5,6 +5,7 @@ A saved detector is a folder::
     config.yaml     resolved config (``ssad train --config`` accepts it as is)
     model.pt        state dict (loaded with ``torch.load(weights_only=True)``)
     bank.npy        memory bank vectors (N, D), the bank built during training
+    bank_positions.npy  per-position normal-score statistics (2, h, w), with eval.position_norm
     detector.json   class, category, placement, decision threshold
 """
 
@@ -21,7 +22,7 @@ import torch
 from ssad.config import Config, load_config
 from ssad.data.images import read_image, resize_square, to_rgb
 from ssad.evaluate import score_images
-from ssad.memory import MemoryBank
+from ssad.memory import MemoryBank, positions_path
 from ssad.model import LOCAL_DIM, SSADNet
 from ssad.train import build_model, resolve_device
 
@@ -141,6 +142,12 @@ class Detector:
                 f"{folder / 'bank.npy'}: vectors of size {bank.dim}, but config.yaml "
                 f"(memory.feature={config.memory.feature}, eval.scoring={config.eval.scoring}) "
                 f"scores vectors of size {want}"
+            )
+        positions = positions_path(folder / "bank.npy")
+        if config.eval.position_norm != "none" and bank.positions is None:
+            raise DetectorError(
+                f"{positions}: missing — config.yaml sets eval.position_norm="
+                f"{config.eval.position_norm}, which scores with the bank's position statistics"
             )
         meta_path = folder / "detector.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

@@ -19,6 +19,7 @@ from ssad.localize import (
     dense_score_grid,
     gradcam,
     image_score_from_map,
+    normalize_positions,
     patch_score_grid,
     smooth_maps,
     upsample_grid,
@@ -104,6 +105,13 @@ def score_images(
                 k=config.memory.k,
                 feature=config.memory.feature,
             )
+        if ev.position_norm != "none":
+            if bank.positions is None:
+                raise ValueError(
+                    f"eval.position_norm={ev.position_norm}, but the bank has no position "
+                    "statistics (build it with ssad.bank.build_bank under this config)"
+                )
+            grid = normalize_positions(grid, bank.positions, ev.position_norm)
         m = smooth_maps(upsample_grid(grid, size=size, patch=patch, stride=stride), ev.map_sigma)
         s = image_score_from_map(
             m if ev.image_score == "max" else grid, mode=ev.image_score, topk=ev.topk

@@ -24,6 +24,7 @@ __all__ = [
     "grid_starts",
     "image_score_from_map",
     "interpolation_matrix",
+    "normalize_positions",
     "patch_score_grid",
     "smooth_maps",
     "upsample_grid",
@@ -154,6 +155,33 @@ def dense_score_grid(
     b, c, h, w = f.shape
     z = f.permute(0, 2, 3, 1).reshape(b * h * w, c).float().cpu().numpy()
     return bank.score(z, k).reshape(b, h, w), z.reshape(b, h * w, c)
+
+
+def normalize_positions(
+    grid: np.ndarray, positions: np.ndarray, mode: Literal["shift", "zscore"]
+) -> np.ndarray:
+    """Calibrate a score grid (B, h, w) by its positions' normal statistics (2, h, w) → (B, h, w).
+
+    ``positions`` holds, per position, the mean μ and std σ of the normal training images' scores
+    (:func:`ssad.bank.position_stats`). ``shift``: s − μ + mean(μ), every position re-centred on
+    the class's overall normal score; ``zscore``: mean(μ) + mean(σ) · (s − μ) / max(σ, σ₀), with
+    σ₀ half the median σ so a position that happened to vary little is not blown up. Both keep
+    the scale of the raw scores; the result is clipped to [0, 1].
+    """
+    if positions.shape != (2, *grid.shape[1:]):
+        raise ValueError(
+            f"position statistics of shape {positions.shape} do not fit score grids of shape "
+            f"{grid.shape[1:]} (the bank was built for another image size, window or stride)"
+        )
+    mean, std = positions
+    if mode == "shift":
+        out = grid - mean + mean.mean()
+    elif mode == "zscore":
+        floor = 0.5 * float(np.median(std))
+        out = mean.mean() + std.mean() * (grid - mean) / np.maximum(std, max(floor, 1e-12))
+    else:
+        raise ValueError(f"eval.position_norm: shift | zscore, got {mode!r}")
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def image_score_from_map(

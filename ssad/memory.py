@@ -16,6 +16,7 @@ can drop vectors), so filling, trimming and subsampling cost nothing extra.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "gpu_available",
     "ivf_lists",
     "make_index",
+    "positions_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,13 @@ class MemoryBank:
         index: ``flat`` (exact; the index mirrors ``vectors`` after every call), ``ivf`` or
             ``hnsw`` (approximate; ``index`` is ``None`` after a change and is rebuilt from
             ``vectors`` by the next search).
+
+    Attributes:
+        positions: ``None``, or the per-position statistics of normal scores (2, h, w) that
+            ``eval.position_norm`` calibrates a score grid with (mean, std of each window or
+            feature position's score over the normal training images); set by
+            :func:`ssad.bank.build_bank` (final banks) or :func:`ssad.bank.fifo_positions`,
+            saved and loaded with the bank, dropped when the vectors change.
     """
 
     def __init__(
@@ -202,6 +211,7 @@ class MemoryBank:
         self.dim, self.size, self.backend, self.device = dim, size, backend, device
         self.kind = index
         self.vectors = np.zeros((0, dim), dtype=np.float32)
+        self.positions: np.ndarray | None = None
         if index == "flat":
             self.index = make_index(dim, backend=backend, device=device)
         else:
@@ -221,7 +231,9 @@ class MemoryBank:
             self._changed(added=unit)
 
     def _changed(self, *, added: np.ndarray | None = None) -> None:
-        """Bring the index in step with ``vectors``: the flat one now, an approximate one later."""
+        """Bring the index in step with ``vectors``: the flat one now, an approximate one later.
+        Position statistics describe the vectors they were computed with: they are dropped."""
+        self.positions = None
         if self.kind != "flat":
             self.index = None
         elif added is not None:
@@ -242,10 +254,13 @@ class MemoryBank:
         method: Literal["coreset", "random"] = "coreset",
         seed: int = 0,
         device: str = "cpu",
-    ) -> None:
-        """Keep ``size`` vectors chosen by greedy k-center coreset or uniformly at random."""
+    ) -> np.ndarray:
+        """Keep ``size`` vectors chosen by greedy k-center coreset or uniformly at random.
+
+        Returns the kept rows' ids (ascending) among the vectors before the call.
+        """
         if len(self.vectors) <= self.size:
-            return
+            return np.arange(len(self.vectors))
         if method == "coreset":
             keep = np.sort(coreset_indices(self.vectors, self.size, seed=seed, device=device))
         else:
@@ -254,6 +269,7 @@ class MemoryBank:
             )
         self.vectors = np.ascontiguousarray(self.vectors[keep])
         self._changed()
+        return keep
 
     def knn(self, q: torch.Tensor | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities (B, k') and bank ids (B, k') of the k' = min(k, N) nearest vectors."""
@@ -280,7 +296,10 @@ class MemoryBank:
 
     # ---- persistence (plain arrays: no pickle) --------------------------------------------------
     def save(self, path) -> None:
+        """``vectors`` to ``path`` (``.npy``); ``positions``, when set, to :func:`positions_path`."""
         np.save(path, self.vectors)
+        if self.positions is not None:
+            np.save(positions_path(path), self.positions)
 
     @classmethod
     def load(
@@ -301,4 +320,12 @@ class MemoryBank:
             index=index,
         )
         bank.add(vectors)
+        if positions_path(path).is_file():
+            bank.positions = np.load(positions_path(path), allow_pickle=False)
         return bank
+
+
+def positions_path(bank_path) -> Path:
+    """Where a bank's per-position statistics live: ``bank.npy`` → ``bank_positions.npy``."""
+    path = Path(bank_path)
+    return path.with_name(f"{path.stem}_positions.npy")

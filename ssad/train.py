@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ssad.bank import build_bank
+from ssad.bank import build_bank, fifo_positions
 from ssad.config import Config
 from ssad.data.images import read_image
 from ssad.data.masks import class_foreground, foreground_mask
@@ -316,6 +316,8 @@ def fit(
         )
         if not fifo and (validating or last):
             bank = build_bank(model, dataset.images, config, device=device)
+        elif config.eval.position_norm != "none" and (validating or last):
+            bank.positions = fifo_positions(model, dataset.images, bank, config, device=device)
         if validating:
             model.eval()
             metrics = validate(model, bank)

@@ -153,6 +153,12 @@ def test_wrong_type_names_file_and_key(
         ({"train.phase1_epochs": 0, "train.phase2_epochs": 0}, "train.phase2_epochs", "epoch"),
         ({"memory.fill": "fifo", "eval.scoring": "dense"}, "memory.fill", "memory.fill=final"),
         ({"memory.views": -1}, "memory.views", ">= 0"),
+        (
+            {"eval.position_norm": "zscore", "pretext.mode": "image"},
+            "eval.position_norm",
+            "no positions",
+        ),
+        ({"eval.position_norm": "median"}, "eval.position_norm", "'none', 'shift', 'zscore'"),
         ({"eval.map_sigma": -2.0}, "eval.map_sigma", ">= 0"),
         ({"data.val_draws": 0}, "data.val_draws", ">= 1"),
         ({"memory.subsample": "kmeans"}, "memory.subsample", "coreset"),

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from ssad.bank import normal_features, position_stats
 from ssad.data.images import read_image, to_tensor
 from ssad.detector import Detector, DetectorError
+from ssad.evaluate import evaluate, score_images
 from ssad.localize import window_embeddings
 from ssad.model import LOCAL_DIM
 from ssad.pipeline import load_data, splits, train_class
@@ -259,3 +261,61 @@ def test_bf16_training_is_seeded_keeps_fp32_weights_and_banks(make_config) -> No
     assert not torch.equal(
         a.model.state_dict()["head.0.weight"], fp32.model.state_dict()["head.0.weight"]
     )
+
+
+@pytest.mark.parametrize("scoring", ["windows", "dense"])
+def test_position_statistics_are_the_saved_models_and_validation_scores_with_them(
+    make_config, tmp_path: Path, scoring: str
+) -> None:
+    """eval.position_norm: the saved statistics are the saved model's training windows (or
+    positions) scored against the saved bank without their own image; the detector reproduces
+    the validation metrics training reported; without the file it refuses to load."""
+    cfg = make_config(
+        class_name="gelcap",
+        **{
+            "memory.fill": "final",
+            "memory.bank_size": 60,
+            "eval.position_norm": "shift",
+            "eval.scoring": scoring,
+        },
+    )
+    out = tmp_path / "run"
+    result = train_class(cfg, out_dir=out, artifacts=False, evaluate_test=False)
+    det = Detector.load(out, device="cpu")
+    data, val, _ = splits(cfg, load_data(cfg))
+    images = [read_image(p, cfg.data.image_size) for p in data.train]
+    feats = normal_features(det.model, images, cfg, device=torch.device("cpu"))
+    per_image = len(feats) // len(images)
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    owners = np.array([int(np.argmax(unit @ v)) // per_image for v in det.bank.vectors])
+    want = position_stats(det.bank, feats, owners, n_images=len(images), k=cfg.memory.k)
+    side = 3 if scoring == "windows" else 8  # 64 px: 32 px windows at 0, 16, 32 / dense stride 8
+    assert det.bank.positions.shape == want.shape == (2, side, side)
+    np.testing.assert_allclose(det.bank.positions, want, atol=1e-6)
+    scores, _ = det.predict(val.images)
+    raw = det.config.with_overrides({"eval.position_norm": "none"})
+    assert not np.allclose(
+        scores,
+        score_images(det.model, det.bank, val.images, raw, device=torch.device("cpu")).scores,
+    )
+    reproduced = evaluate(det.model, det.bank, val, det.config, device=torch.device("cpu"))
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert reproduced[key] == pytest.approx(result["val"][key], abs=1e-4), key
+    (out / "bank_positions.npy").unlink()
+    with pytest.raises(DetectorError, match=r"bank_positions\.npy: missing.*position_norm=shift"):
+        Detector.load(out, device="cpu")
+
+
+def test_fifo_bank_position_statistics_are_plain_scores_of_the_training_windows(
+    make_config, tmp_path: Path
+) -> None:
+    """A FIFO bank holds train-mode vectors of jittered crops, none of the training windows, so
+    its position statistics are the windows' plain kNN scores against the saved bank."""
+    cfg = make_config(**{"memory.fill": "fifo", "eval.position_norm": "zscore"})
+    det = Detector.load(_train(cfg, tmp_path / "run"), device="cpu")
+    data, _, _ = splits(cfg, load_data(cfg))
+    images = [read_image(p, cfg.data.image_size) for p in data.train]
+    feats = normal_features(det.model, images, cfg, device=torch.device("cpu"))
+    scores = det.bank.score(feats, cfg.memory.k).reshape(len(images), 3, 3)
+    np.testing.assert_allclose(det.bank.positions[0], scores.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(det.bank.positions[1], scores.std(axis=0), atol=1e-6)

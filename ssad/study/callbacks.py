@@ -184,7 +184,7 @@ class MlflowTrials(Callback):
                 (folder / "state.pt").unlink(missing_ok=True)  # training state: Tune keeps it
                 det = folder / "detector"
                 if det.is_dir():  # the finished model stays in Tune's storage, not in MLflow
-                    for f in ("model.pt", "bank.npy"):
+                    for f in ("model.pt", "bank.npy", "bank_positions.npy"):
                         (det / f).unlink(missing_ok=True)
                 tags["ssad.checkpoint"] = str(ckpt.path)
             if status == "failed":
