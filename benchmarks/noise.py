@@ -38,7 +38,7 @@ from ssad.data.synthetic import SYNTHETIC_CLASSES, generate
 from ssad.evaluate import evaluate, load_samples
 from ssad.pipeline import load_data, splits
 from ssad.study.trial import EMA_DECAY
-from ssad.train import bank_fill, fit, resolve_device
+from ssad.train import bank_fill, fit, position_norm, resolve_device
 
 RESULTS = Path(__file__).parent / "results"
 KEYS = ("image_auroc", "pixel_auroc", "aupro")
@@ -48,7 +48,7 @@ VARIANTS = {  # name → overrides of the trained config (memory.fill: fifo keep
     "dense": {"memory.fill": "final", "eval.scoring": "dense"},
     "shift": {"memory.fill": "final", "eval.position_norm": "shift"},
     "dense_shift": {"memory.fill": "final", "eval.scoring": "dense", "eval.position_norm": "shift"},
-}
+}  # eval.position_norm is none unless a variant sets it, whatever the preset's is
 LABELS = {  # variant → its README row label
     "fifo": "windows, fifo bank",
     "final": "windows, final bank",
@@ -75,6 +75,7 @@ def run_one(cls: str, seed: int, *, roots: dict[str, Path], overrides: dict, per
             "train.progress": False,
             "train.val_every": 1 if per_epoch else 0,
             "memory.fill": "fifo",
+            "eval.position_norm": "none",
             "eval.tsne": False,
             "eval.heatmaps": 0,
             **overrides,
@@ -173,25 +174,32 @@ def _pm(stat: tuple[float, float]) -> str:
 def overall(runs: list[dict]) -> dict:
     """Test metrics over all classes: per seed the mean over classes, then mean and std over the
     seeds, and the mean CPU-seconds of training per class; ``auto`` = ``memory.fill: auto``'s
-    choice per class (fifo for textures, final for objects), the others one variant everywhere."""
+    choice per class (fifo for textures, final for objects), ``position_auto`` = the final bank
+    with ``eval.position_norm: auto``'s choice (shift for objects in a fixed place), the others
+    one variant everywhere."""
     seeds = sorted({r["seed"] for r in runs})
     classes = list(dict.fromkeys(r["class"] for r in runs))
-    # memory.fill auto under windows scoring: the rule train.py applies (whatever the preset sets)
-    auto = load_config(preset="cpu", overrides={"memory.fill": "auto", "eval.scoring": "windows"})
-    chosen = {c: bank_fill(auto, SYNTHETIC_CLASSES[c][0]) for c in classes}
+    # the rules train.py applies for auto (whatever the preset sets), under windows scoring
+    auto = load_config(
+        preset="cpu",
+        overrides={"memory.fill": "auto", "eval.scoring": "windows", "eval.position_norm": "auto"},
+    )
+    rules = {"auto": {c: bank_fill(auto, SYNTHETIC_CLASSES[c][0]) for c in classes}}
+    if "shift" in runs[0]:
+        rules["position_auto"] = {
+            c: "shift" if position_norm(auto, *SYNTHETIC_CLASSES[c]) == "shift" else "final"
+            for c in classes
+        }
     out = {}
-    for label in ("auto", *(v for v in VARIANTS if v in runs[0])):
+    for label in (*rules, *(v for v in VARIANTS if v in runs[0])):
+        chosen = rules.get(label, dict.fromkeys(classes, label))
         per_seed = {k: [] for k in KEYS}
         for seed in seeds:
             rs = [r for r in runs if r["seed"] == seed]
             if len(rs) != len(classes):
                 continue  # a seed not run for every class
             for k in KEYS:
-                per_seed[k].append(
-                    np.mean(
-                        [r[chosen[r["class"]] if label == "auto" else label]["test"][k] for r in rs]
-                    )
-                )
+                per_seed[k].append(np.mean([r[chosen[r["class"]]]["test"][k] for r in rs]))
         out[label] = {
             k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"))
             for k, v in per_seed.items()
@@ -226,6 +234,7 @@ def markdown(name: str) -> str:
     everywhere = {v: w if v.startswith("dense") else f"{w} everywhere" for v, w in LABELS.items()}
     for label, what in (
         ("auto", "windows, memory.fill auto (fifo textures, final objects)"),
+        ("position_auto", "windows, final bank, eval.position_norm auto (shift fixed objects)"),
         *everywhere.items(),
     ):
         if label not in every:

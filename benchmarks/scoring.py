@@ -31,7 +31,10 @@ def bench_scoring(quick: bool) -> list[dict[str, object]]:
     cpu = torch.device("cpu")
     fns, banks = {}, {}
     for mode in ("dense", "windows"):
-        cfg = load_config(preset="cpu", overrides={"eval.scoring": mode, "memory.fill": "final"})
+        cfg = load_config(
+            preset="cpu",
+            overrides={"eval.scoring": mode, "memory.fill": "final", "eval.position_norm": "none"},
+        )
         banks[mode] = build_bank(model, normals, cfg, device=cpu)
         fns[f"{mode} scoring"] = lambda cfg=cfg, mode=mode: score_images(
             model, banks[mode], images, cfg, device=cpu

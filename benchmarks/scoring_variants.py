@@ -64,6 +64,7 @@ def _config(root: Path, cls: str, seed: int, **overrides: object):
             "train.val_every": 0,
             "memory.fill": "fifo",
             "memory.feature": "embedding",
+            "eval.position_norm": "none",
             **overrides,
         },
     )

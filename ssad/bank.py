@@ -79,6 +79,11 @@ def build_bank(
 ) -> MemoryBank:
     """The final bank: :func:`normal_features`, subsampled to ``memory.bank_size``; with
     ``eval.position_norm`` also its :func:`position_stats` (``bank.positions``)."""
+    if config.eval.position_norm == "auto":
+        raise ValueError(
+            "eval.position_norm=auto is resolved per class before a bank is built "
+            "(ssad.train.class_config)"
+        )
     feats = normal_features(model, images, config, device=device)
     m = config.memory
     bank = MemoryBank(

@@ -143,6 +143,11 @@ class Detector:
                 f"(memory.feature={config.memory.feature}, eval.scoring={config.eval.scoring}) "
                 f"scores vectors of size {want}"
             )
+        if config.eval.position_norm == "auto":
+            raise DetectorError(
+                f"{folder / 'config.yaml'}: eval.position_norm=auto; a saved detector holds the "
+                "value resolved for its class (none, shift or zscore)"
+            )
         positions = positions_path(folder / "bank.npy")
         if config.eval.position_norm != "none" and bank.positions is None:
             raise DetectorError(

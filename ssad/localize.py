@@ -180,7 +180,10 @@ def normalize_positions(
         floor = 0.5 * float(np.median(std))
         out = mean.mean() + std.mean() * (grid - mean) / np.maximum(std, max(floor, 1e-12))
     else:
-        raise ValueError(f"eval.position_norm: shift | zscore, got {mode!r}")
+        raise ValueError(
+            f"eval.position_norm: shift | zscore, got {mode!r} (auto is resolved per class "
+            "before scoring: ssad.train.class_config)"
+        )
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 

@@ -20,7 +20,7 @@ from ssad.data.mvtec import ClassData, DatasetError, Sample, fingerprint, load_c
 from ssad.data.pretext import synthetic_anomalies
 from ssad.detector import Detector
 from ssad.evaluate import LabelledImages, Validator, evaluate, load_samples, write_artifacts
-from ssad.train import EpochCallback, bank_fill, fit, resolve_device
+from ssad.train import EpochCallback, bank_fill, class_config, fit, resolve_device
 
 __all__ = ["detector_info", "evaluate_saved", "load_data", "splits", "train_class"]
 
@@ -88,7 +88,9 @@ def train_class(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data, val, test = splits(config, load_data(config))
+    loaded = load_data(config)
+    config = class_config(config, loaded)  # saved, validated and scored as resolved
+    data, val, test = splits(config, loaded)
     device = resolve_device(config.train.device)
     validator = Validator(config, val, device=device)
     trained = fit(config, data, validate=validator, on_epoch=on_epoch, resume=resume)

@@ -45,8 +45,10 @@ __all__ = [
     "TrainedModel",
     "bank_fill",
     "build_model",
+    "class_config",
     "fit",
     "make_pretext",
+    "position_norm",
     "resolve_device",
 ]
 
@@ -94,6 +96,25 @@ def bank_fill(config: Config, category: str) -> str:
     if fill == "auto":
         fill = "fifo" if category == "texture" and config.eval.scoring == "windows" else "final"
     return fill
+
+
+def position_norm(config: Config, category: str, placement: str) -> str:
+    """``eval.position_norm`` resolved for a class: ``auto`` is shift for an object that sits in
+    the same place in every image, none for textures and moving objects (README, "The
+    signal")."""
+    mode = config.eval.position_norm
+    if mode == "auto":
+        mode = "shift" if category == "object" and placement == "fixed" else "none"
+    return mode
+
+
+def class_config(config: Config, data: ClassData) -> Config:
+    """``config`` with its per-class choices resolved for ``data`` (``eval.position_norm:
+    auto``): what a class model is trained, validated, saved and scored with."""
+    mode = position_norm(config, data.category, data.placement)
+    if mode == config.eval.position_norm:
+        return config
+    return config.with_overrides({"eval.position_norm": mode}, source=f"class {data.name}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -200,6 +221,7 @@ def fit(
     resume: dict | None = None,
 ) -> TrainedModel:
     """Train one class model; returns the model (eval mode, on the train device) and its bank."""
+    config = class_config(config, data)
     t = config.train
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)

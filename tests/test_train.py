@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from ssad.bank import normal_features, position_stats
+from ssad.bank import build_bank, normal_features, position_stats
 from ssad.data.images import read_image, to_tensor
 from ssad.detector import Detector, DetectorError
 from ssad.evaluate import evaluate, score_images
 from ssad.localize import window_embeddings
 from ssad.model import LOCAL_DIM
 from ssad.pipeline import load_data, splits, train_class
-from ssad.train import EpochReport, TrainedModel, bank_fill, build_model, fit
+from ssad.train import EpochReport, TrainedModel, bank_fill, build_model, fit, position_norm
 
 
 def _backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -319,3 +319,39 @@ def test_fifo_bank_position_statistics_are_plain_scores_of_the_training_windows(
     scores = det.bank.score(feats, cfg.memory.k).reshape(len(images), 3, 3)
     np.testing.assert_allclose(det.bank.positions[0], scores.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(det.bank.positions[1], scores.std(axis=0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("category", "placement", "expected"),
+    [("object", "fixed", "shift"), ("object", "moving", "none"), ("texture", "fixed", "none")],
+)
+def test_auto_position_norm_shifts_fixed_objects_only(
+    make_config, category: str, placement: str, expected: str
+) -> None:
+    cfg = make_config(**{"eval.position_norm": "auto"})
+    assert position_norm(cfg, category, placement) == expected
+    for explicit in ("none", "zscore"):
+        assert (
+            position_norm(cfg.with_overrides({"eval.position_norm": explicit}), category, placement)
+            == explicit
+        )
+
+
+def test_auto_position_norm_is_saved_resolved_for_the_class(make_config, tmp_path: Path) -> None:
+    """auto is resolved when a class model is trained: the saved config.yaml says what the
+    detector scores with, and an unresolved auto is refused where it would be ambiguous."""
+    for cls, mode in (("gelcap", "shift"), ("brick", "none")):
+        cfg = make_config(class_name=cls, **{"memory.fill": "final", "eval.position_norm": "auto"})
+        out = _train(cfg, tmp_path / cls)
+        det = Detector.load(out, device="cpu")
+        assert det.config.eval.position_norm == mode
+        assert (det.bank.positions is not None) == (mode == "shift")
+        assert (out / "bank_positions.npy").is_file() == (mode == "shift")
+    with pytest.raises(ValueError, match="auto is resolved per class"):
+        build_bank(
+            det.model, [np.zeros((64, 64, 3), np.uint8)] * 2, cfg, device=torch.device("cpu")
+        )
+    text = (out / "config.yaml").read_text().replace("position_norm: none", "position_norm: auto")
+    (out / "config.yaml").write_text(text)
+    with pytest.raises(DetectorError, match=r"config\.yaml: eval\.position_norm=auto"):
+        Detector.load(out, device="cpu")

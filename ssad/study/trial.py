@@ -21,7 +21,7 @@ from ssad.config import Config
 from ssad.detector import Detector
 from ssad.evaluate import Validator, write_artifacts
 from ssad.pipeline import detector_info, load_data, splits
-from ssad.train import EpochReport, TrainedModel, fit, resolve_device
+from ssad.train import EpochReport, TrainedModel, class_config, fit, resolve_device
 
 __all__ = [
     "EMA_DECAY",
@@ -80,7 +80,9 @@ def load_state(folder: str | Path) -> dict | None:
 
 def run_trial(config: Config, report: Report, *, resume: dict | None = None) -> dict[str, float]:
     """Train one class model, reporting validation metrics (prefixed ``val_``) every epoch."""
-    data, val, _test = splits(config, load_data(config))
+    loaded = load_data(config)
+    config = class_config(config, loaded)  # saved, validated and scored as resolved
+    data, val, _test = splits(config, loaded)
     validator = Validator(config, val, device=resolve_device(config.train.device))
     total = config.train.phase1_epochs + config.train.phase2_epochs
     info = detector_info(data, config)
