@@ -74,8 +74,9 @@ def score_images(
 
     ``eval.scoring: dense``: kNN score of every stride-8 feature position → map. ``windows`` in
     patch mode: kNN score per window → map; in image mode: kNN score of the image embedding, maps
-    from GradCAM scaled by it. Maps are smoothed by ``eval.map_sigma``; the image score is the max
-    of the smoothed map or the mean of the top-k grid cells (``eval.image_score``).
+    from GradCAM scaled by it. With ``eval.position_norm`` the grid is first calibrated by the
+    bank's per-position statistics. Maps are smoothed by ``eval.map_sigma``; the image score is
+    the max of the smoothed map or the mean of the top-k grid cells (``eval.image_score``).
     """
     model.eval()
     ev, pre = config.eval, config.pretext
