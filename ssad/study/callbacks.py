@@ -103,7 +103,7 @@ class MlflowTrials(Callback):
     def _session(self) -> None:
         self.runs: dict[str, str] = {}
         self.nodes: dict[str, str] = {}
-        self.reported: set[str] = set()  # trials with a result in this driver session
+        self.logged: set[str] = set()  # trials with a new epoch logged in this driver session
         self.tracker: StudyTracker | None = None
         self.down_since: float | None = None  # monotonic time the store was found away
         self.retry_at = 0.0
@@ -293,12 +293,12 @@ class MlflowTrials(Callback):
         self._guard("start", trial, lambda: self._run(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self.reported.add(trial.trial_id)
         self._guard("epoch result", trial, lambda: self._log_result(trial, result))
 
     def _log_result(self, trial, result: dict[str, Any]) -> None:
         run_id = self._run(trial, result_start_ms(result))
-        self.tracker.log_step(run_id, epoch_metrics(result), int(result["training_iteration"]))
+        if self.tracker.log_step(run_id, epoch_metrics(result), int(result["training_iteration"])):
+            self.logged.add(trial.trial_id)
         if "node_id" in result and self.nodes.get(trial.trial_id) != result["node_id"]:
             self.tracker.set_tags(run_id, {"ssad.node_id": result["node_id"]})
             self.nodes[trial.trial_id] = result["node_id"]
@@ -342,10 +342,11 @@ class MlflowTrials(Callback):
 
     def _finish(self, trial, status: str) -> None:
         run_id = self._run(trial)
-        if trial.trial_id not in self.reported:
+        if trial.trial_id not in self.logged:
             # Killed after the trial ended but before Tune's next snapshot, the driver's
-            # restart re-runs it from its final checkpoint with nothing new: keep the record
-            # (closing it again would move its end time past the downtime).
+            # restart re-runs it from the snapshot's checkpoint (the final one, or an earlier
+            # one whose later epochs are replayed and already logged): nothing new, so keep the
+            # record (closing it again would move its end time past the downtime).
             closed = self.tracker.run_tags(run_id).get(TAG_STATUS)
             if closed in ("finished", "stopped"):
                 return

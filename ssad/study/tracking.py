@@ -480,8 +480,9 @@ class StudyTracker:
             self.client.log_batch(run.info.run_id, params=items[i : i + 100])
         return run.info.run_id
 
-    def log_step(self, run_id: str, metrics: dict[str, Any], step: int) -> None:
-        """Log one epoch's numeric metrics, unless this step was already logged (resume/retry).
+    def log_step(self, run_id: str, metrics: dict[str, Any], step: int) -> bool:
+        """Log one epoch's numeric metrics, unless this step was already logged (resume/retry);
+        return whether it logged.
 
         A step counts as logged when the run's ``loss`` has it (a gap left while the store was
         away is filled when the step is reported again, never logged twice).
@@ -490,11 +491,12 @@ class StudyTracker:
             hist = self.client.get_metric_history(run_id, "loss")
             self._steps[run_id] = {m.step for m in hist}
         if step in self._steps[run_id]:
-            return
+            return False
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, step) for k, v in _numeric(metrics).items()]
         self.client.log_batch(run_id, metrics=items)
         self._steps[run_id].add(step)
+        return True
 
     def fill_steps(self, run_id: str, epochs: list[tuple[int, dict[str, Any], int]]) -> int:
         """Log what a run misses of ``epochs`` (step, metrics, timestamp ms), key by key.

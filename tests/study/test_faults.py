@@ -219,9 +219,10 @@ class _DeadStore:
         self._call()
         return "run-1"
 
-    def log_step(self, run_id: str, metrics: dict, step: int) -> None:
+    def log_step(self, run_id: str, metrics: dict, step: int) -> bool:
         self._call()
         self.logged.append(step)
+        return True
 
     def set_tags(self, run_id: str, tags: dict) -> None:
         self._call()
@@ -260,6 +261,46 @@ def test_callback_survives_a_dead_tracking_store(tmp_path: Path, caplog) -> None
         tracking.mark_reachable(store.tracking_uri)
     assert store.logged == [3] and store.finished == cb.closing_status(trial, 3)
     assert "reachable again" in caplog.text and cb.missed == {"t1"}
+
+
+def test_replayed_epochs_keep_a_closed_record(tmp_path: Path) -> None:
+    """A driver killed after a trial ended but before Tune's snapshot recorded it: the resumed
+    driver replays the trial's last epochs from the snapshot's checkpoint. Nothing new is logged,
+    so the closed run keeps its status and end time."""
+    from ssad.config import Config
+    from ssad.study import callbacks
+    from ssad.study.tracking import StudyTracker
+
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", "s")
+    tracker.start_launch()
+    parent = tracker.launch_parent_id()
+    config = {"class_name": "brick", "config_id": "c1", "seed": 0, "params": {}}
+    base = Config().with_overrides({"train.phase1_epochs": 1, "train.phase2_epochs": 2})
+
+    def session() -> callbacks.MlflowTrials:  # a driver session's callback
+        cb = callbacks.MlflowTrials(tmp_path)
+        cb.tracker, cb.parent_id, cb.base, cb.prints = tracker, parent, base.to_dict(), {}
+        tracker._steps.clear()
+        return cb
+
+    def run_through(cb, steps, last: int) -> None:
+        trial = SimpleNamespace(
+            trial_id="t1", config=config, checkpoint=None, last_result={"training_iteration": last}
+        )
+        cb.on_trial_start(0, [], trial)
+        for step in steps:
+            cb.on_trial_result(0, [], trial, {"training_iteration": step, "loss": 1.0})
+        cb.on_trial_complete(0, [], trial)
+
+    run_through(session(), (1, 2, 3), 3)
+    (run,) = tracker.trial_runs()
+    first = (run.info.status, run.data.tags["ssad.status"], run.info.end_time)
+    assert first[:2] == ("FINISHED", "finished")
+    time.sleep(0.05)
+    run_through(session(), (2, 3), 3)  # replayed from epoch 1's checkpoint
+    (run,) = tracker.trial_runs()
+    assert (run.info.status, run.data.tags["ssad.status"], run.info.end_time) == first
+    assert sorted(s for s, _ in tracker.metric_history(run.info.run_id, "loss")) == [1, 2, 3]
 
 
 def test_known_dead_server_fails_at_once(study_helpers) -> None:
