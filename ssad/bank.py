@@ -20,7 +20,7 @@ from ssad.config import Config
 from ssad.data.images import to_tensor
 from ssad.data.pretext import color_jitter
 from ssad.localize import window_embeddings
-from ssad.memory import MemoryBank
+from ssad.memory import MemoryBank, as_unit, knn_scores
 from ssad.model import SSADNet
 
 __all__ = [
@@ -126,11 +126,10 @@ def leave_one_image_out_scores(
     top = -np.sort(-sims, axis=1)[:, :k]
     short = np.flatnonzero(~np.isfinite(top).all(axis=1))
     if len(short):  # more than 64 of the nearest came from the query's own image
-        unit = feats[short] / np.linalg.norm(feats[short], axis=1, keepdims=True).clip(1e-12)
-        exact = unit @ bank.vectors.T
+        exact = as_unit(feats[short]) @ bank.vectors.T
         exact[owners[None, :] == query_owner[short, None]] = -np.inf
         top[short] = -np.sort(-exact, axis=1)[:, :k]
-    return np.clip((1.0 - top).mean(axis=1) / 2.0, 0.0, 1.0).astype(np.float32)
+    return knn_scores(top)
 
 
 def position_stats(

@@ -28,10 +28,12 @@ __all__ = [
     "IVF_NPROBE",
     "IndexKind",
     "MemoryBank",
+    "as_unit",
     "build_approximate",
     "coreset_indices",
     "gpu_available",
     "ivf_lists",
+    "knn_scores",
     "make_index",
     "positions_path",
 ]
@@ -136,7 +138,8 @@ def build_approximate(
     return index
 
 
-def _as_unit(z: torch.Tensor | np.ndarray) -> np.ndarray:
+def as_unit(z: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Rows (B, D) as float32 numpy, L2-normalised (what the bank stores and searches with)."""
     if isinstance(z, torch.Tensor):
         z = z.detach().float().cpu().numpy()
     z = np.ascontiguousarray(z, dtype=np.float32)
@@ -144,6 +147,12 @@ def _as_unit(z: torch.Tensor | np.ndarray) -> np.ndarray:
         raise ValueError(f"expected embeddings of shape (B, D), got {z.shape}")
     norms = np.linalg.norm(z, axis=1, keepdims=True)
     return z / np.maximum(norms, 1e-12)
+
+
+def knn_scores(sims: np.ndarray) -> np.ndarray:
+    """Anomaly scores (B,) in [0, 1] from the cosine similarities (B, k) of each query's k
+    nearest bank vectors: the mean cosine distance / 2."""
+    return np.clip((1.0 - sims).mean(axis=1) / 2.0, 0.0, 1.0).astype(np.float32)
 
 
 def coreset_indices(
@@ -223,7 +232,7 @@ class MemoryBank:
 
     def add(self, z: torch.Tensor | np.ndarray) -> None:
         """Append embeddings (B, D); they are L2-normalised first."""
-        unit = _as_unit(z)
+        unit = as_unit(z)
         if unit.shape[1] != self.dim:
             raise ValueError(f"embedding size {unit.shape[1]} != bank dim {self.dim}")
         if len(unit):
@@ -279,7 +288,7 @@ class MemoryBank:
             self.index = build_approximate(
                 self.vectors, self.kind, backend=self.backend, device=self.device
             )
-        unit = _as_unit(q)
+        unit = as_unit(q)
         sims, ids = self.index.search(unit, min(k, len(self)))
         short = (ids < 0).any(axis=1)
         if short.any():  # the probed IVF cells held fewer than k vectors: exact for those rows
@@ -292,7 +301,7 @@ class MemoryBank:
     def score(self, q: torch.Tensor | np.ndarray, k: int) -> np.ndarray:
         """Anomaly score (B,) in [0, 1]: mean cosine distance to the k nearest bank vectors / 2."""
         sims, _ = self.knn(q, k)
-        return np.clip((1.0 - sims).mean(axis=1) / 2.0, 0.0, 1.0).astype(np.float32)
+        return knn_scores(sims)
 
     # ---- persistence (plain arrays: no pickle) --------------------------------------------------
     def save(self, path) -> None:
