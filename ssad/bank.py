@@ -20,7 +20,7 @@ from ssad.config import Config
 from ssad.data.images import to_tensor
 from ssad.data.pretext import color_jitter
 from ssad.localize import window_embeddings
-from ssad.memory import MemoryBank, as_unit, knn_scores
+from ssad.memory import MemoryBank, distances
 from ssad.model import SSADNet
 
 __all__ = [
@@ -89,6 +89,7 @@ def build_bank(
     bank = MemoryBank(
         feats.shape[1],
         size=m.bank_size,
+        metric=m.metric,
         backend=m.backend,
         index=m.index,
         device=(device.index or 0) if device.type == "cuda" else 0,
@@ -121,15 +122,15 @@ def leave_one_image_out_scores(
     if k < 1:
         raise ValueError("eval.position_norm: the bank holds vectors of one training image only")
     query_owner = np.arange(len(feats)) // (len(feats) // n_images)
-    sims, ids = bank.knn(feats, k + 64)
-    sims = np.where(owners[ids] == query_owner[:, None], -np.inf, sims)
-    top = -np.sort(-sims, axis=1)[:, :k]
+    dist, ids = bank.knn(feats, k + 64)
+    dist = np.where(owners[ids] == query_owner[:, None], np.inf, dist)
+    top = np.sort(dist, axis=1)[:, :k]
     short = np.flatnonzero(~np.isfinite(top).all(axis=1))
     if len(short):  # more than 64 of the nearest came from the query's own image
-        exact = as_unit(feats[short]) @ bank.vectors.T
-        exact[owners[None, :] == query_owner[short, None]] = -np.inf
-        top[short] = -np.sort(-exact, axis=1)[:, :k]
-    return knn_scores(top)
+        exact = distances(bank.prepare(feats[short]), bank.vectors, bank.metric)
+        exact[owners[None, :] == query_owner[short, None]] = np.inf
+        top[short] = np.sort(exact, axis=1)[:, :k]
+    return top.mean(axis=1).astype(np.float32)
 
 
 def position_stats(

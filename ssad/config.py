@@ -91,6 +91,8 @@ class PretextConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # resnet18 (the seed's) | efficientnet_lite0 (ImageNet weights ship with ssad) | a timm name
+    backbone: str = "resnet18"
     weights: str = "imagenet"  # none | imagenet | path to a state dict
     fusion_dim: int = 512
     head_dims: tuple[int, ...] = (512, 512)
@@ -135,6 +137,9 @@ class MemoryConfig:
     feature: Literal["embedding", "backbone"] = "embedding"
     bank_size: int = 500
     k: int = 3
+    # kNN distance: "cosine" ((1 - cos) / 2 of L2-normalised vectors, in [0, 1]) or "l2"
+    # (Euclidean on the vectors as they are, PatchCore's).
+    metric: Literal["cosine", "l2"] = "cosine"
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     # FAISS index: "flat" exact; "ivf" / "hnsw" approximate, for large patch-mode banks (ivf:
     # recall@3 1.000 at 22x the exact speed on 1e6 vectors, README benchmarks); hnsw is CPU only.
@@ -252,13 +257,34 @@ class Config:
         w = self.model.weights
         if w not in ("none", "imagenet") and not Path(w).expanduser().is_file():
             fail("model.weights", f"'none', 'imagenet' or an existing file; no file at {w!r}")
+        from ssad.backbones import check_backbone
+
+        why = check_backbone(self.model.backbone)
+        if why:
+            fail("model.backbone", f"{self.model.backbone!r}: {why}")
         if not self.model.head_dims or min(self.model.head_dims) < 1:
             fail("model.head_dims", "needs at least one positive width")
         for key in ("phase1_epochs", "phase2_epochs"):
             if getattr(t, key) < 0:
                 fail(f"train.{key}", "must be >= 0")
-        if t.phase1_epochs + t.phase2_epochs < 1:
-            fail("train.phase2_epochs", "at least one epoch of training is needed")
+        if t.phase1_epochs + t.phase2_epochs == 0:  # the frozen backbone's features, no training
+            if w == "none":
+                fail(
+                    "train.phase2_epochs",
+                    "0 epochs with model.weights=none would score an untrained random network: "
+                    "train it, or start from model.weights=imagenet or a file",
+                )
+            if m.fill == "fifo":
+                fail(
+                    "memory.fill", "fifo collects its bank during training; with 0 epochs use final"
+                )
+            if e.scoring == "windows" and (m.feature == "embedding" or p.mode == "image"):
+                fail(
+                    "memory.feature",
+                    "with 0 epochs the projection head (and the image-mode classifier that "
+                    "GradCAM explains) is untrained: use eval.scoring=dense, or patch-mode "
+                    "windows with memory.feature=backbone",
+                )
         for key in ("phase1_lr", "phase2_lr"):
             if not getattr(t, key) > 0:
                 fail(f"train.{key}", f"must be > 0, got {getattr(t, key)}")

@@ -23,7 +23,7 @@ from ssad.config import Config, load_config
 from ssad.data.images import read_image, resize_square, to_rgb
 from ssad.evaluate import score_images
 from ssad.memory import MemoryBank, positions_path
-from ssad.model import LOCAL_DIM, SSADNet
+from ssad.model import SSADNet, upgrade_state_dict
 from ssad.train import build_model, resolve_device
 
 __all__ = ["Detector", "DetectorError"]
@@ -124,18 +124,19 @@ class Detector:
         torch_device = resolve_device(device)
         model = build_model(config)
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(upgrade_state_dict(state))
         bank = MemoryBank.load(
             folder / "bank.npy",
             size=config.memory.bank_size,
+            metric=config.memory.metric,
             backend=config.memory.backend,
             device=(torch_device.index or 0) if torch_device.type == "cuda" else 0,
             index=config.memory.index,
         )
         want = (
-            LOCAL_DIM
+            model.local_dim()
             if config.eval.scoring == "dense"
-            else SSADNet.feature_dim(config.memory.feature, config.model.embedding_dim)
+            else model.feature_dim(config.memory.feature)
         )
         if bank.dim != want:
             raise DetectorError(

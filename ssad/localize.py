@@ -31,7 +31,7 @@ __all__ = [
     "window_embeddings",
 ]
 
-DENSE_STRIDE = 8  # SSADNet.local_features: layer2's stride
+DENSE_STRIDE = 8  # SSADNet.local_features: the finest stage's stride (ResNet-18's layer2)
 
 
 def grid_starts(size: int, patch: int, stride: int) -> np.ndarray:
@@ -166,7 +166,7 @@ def normalize_positions(
     (:func:`ssad.bank.position_stats`). ``shift``: s − μ + mean(μ), every position re-centred on
     the class's overall normal score; ``zscore``: mean(μ) + mean(σ) · (s − μ) / max(σ, σ₀), with
     σ₀ half the median σ so a position that happened to vary little is not blown up. Both keep
-    the scale of the raw scores; the result is clipped to [0, 1].
+    the scale of the raw scores; the result is clipped at 0 (a distance).
     """
     if positions.shape != (2, *grid.shape[1:]):
         raise ValueError(
@@ -184,7 +184,7 @@ def normalize_positions(
             f"eval.position_norm: shift | zscore, got {mode!r} (auto is resolved per class "
             "before scoring: ssad.train.class_config)"
         )
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    return np.maximum(out, 0.0).astype(np.float32)
 
 
 def image_score_from_map(

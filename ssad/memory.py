@@ -1,6 +1,9 @@
-"""Memory bank of normal embeddings with a FAISS kNN cosine anomaly score.
+"""Memory bank of normal features with a FAISS kNN anomaly score (cosine or Euclidean).
 
-Vectors are L2-normalised, so FAISS inner product = cosine similarity. The index always mirrors the
+``memory.metric``: ``cosine`` stores L2-normalised vectors and searches by inner product (= cosine
+similarity); a neighbour's distance is (1 - cos) / 2, in [0, 1]. ``l2`` stores the vectors as they
+are and searches by Euclidean distance (PatchCore's). The score is the mean distance to the k
+nearest bank vectors. The index always mirrors the
 bank's vectors: ``add`` appends to both, ``trim`` keeps the newest ``size`` and rebuilds it (the
 seed's FIFO), ``subsample`` keeps a greedy k-center coreset or a random subset of ``size`` (a bank
 built once from the final model, as PatchCore does).
@@ -26,14 +29,15 @@ __all__ = [
     "HNSW_EF_SEARCH",
     "HNSW_M",
     "IVF_NPROBE",
+    "METRICS",
     "IndexKind",
     "MemoryBank",
     "as_unit",
     "build_approximate",
     "coreset_indices",
+    "distances",
     "gpu_available",
     "ivf_lists",
-    "knn_scores",
     "make_index",
     "positions_path",
 ]
@@ -41,6 +45,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
+Metric = Literal["cosine", "l2"]
+METRICS = ("cosine", "l2")
 # Approximate-index settings, measured on clustered 128-d unit vectors (benchmarks/large_bank.py,
 # 2 CPU cores, 1 thread): ivf recall@3 1.000 at 21.9x the exact speed on 1e6 vectors (>= 0.99
 # from 2e4 up); hnsw recall@3 1.000 on 2e5 but 0.981 at 9.2x on 1e6 (larger graphs need a larger
@@ -78,17 +84,32 @@ def _check_backend(backend: str) -> None:
         )
 
 
-def make_index(dim: int, *, backend: Literal["auto", "cpu", "gpu"] = "auto", device: int = 0):
-    """An exact inner-product index: on the GPU when asked/available, on the CPU otherwise.
+def _faiss_metric(metric: Metric) -> int:
+    if metric not in METRICS:
+        raise ValueError(f"memory.metric: cosine | l2, got {metric!r}")
+    return faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+
+
+def make_index(
+    dim: int,
+    *,
+    metric: Metric = "cosine",
+    backend: Literal["auto", "cpu", "gpu"] = "auto",
+    device: int = 0,
+):
+    """An exact index (inner product for ``cosine``, squared L2 for ``l2``): on the GPU when
+    asked/available, on the CPU otherwise.
 
     ``backend="gpu"`` without a usable GPU raises instead of silently building an empty index.
     """
     _check_backend(backend)
+    cosine = _faiss_metric(metric) == faiss.METRIC_INNER_PRODUCT
     if backend != "cpu" and gpu_available():
         cfg = faiss.GpuIndexFlatConfig()
         cfg.device = device
-        return faiss.GpuIndexFlatIP(_gpu_resources(), dim, cfg)
-    return faiss.IndexFlatIP(dim)
+        gpu_index = faiss.GpuIndexFlatIP if cosine else faiss.GpuIndexFlatL2
+        return gpu_index(_gpu_resources(), dim, cfg)
+    return faiss.IndexFlatIP(dim) if cosine else faiss.IndexFlatL2(dim)
 
 
 def ivf_lists(n: int) -> int:
@@ -100,11 +121,12 @@ def build_approximate(
     vectors: np.ndarray,
     kind: Literal["ivf", "hnsw"],
     *,
+    metric: Metric = "cosine",
     backend: Literal["auto", "cpu", "gpu"] = "auto",
     device: int = 0,
     seed: int = 0,
 ):
-    """An approximate inner-product index over unit ``vectors`` (N, D), built (and trained) now.
+    """An approximate index over ``vectors`` (N, D) for ``metric``, built (and trained) now.
 
     ``ivf``: k-means (seeded) on the vectors → :func:`ivf_lists` cells, :data:`IVF_NPROBE` of
     them scanned per query; on the GPU when one is available (``backend`` as in
@@ -113,12 +135,13 @@ def build_approximate(
     """
     _check_backend(backend)
     n, dim = vectors.shape
+    fm = _faiss_metric(metric)
     if kind == "hnsw":
         if backend == "gpu":
             raise RuntimeError(
                 "memory.index=hnsw runs on the CPU only; use memory.index=ivf on GPU"
             )
-        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, fm)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         index.hnsw.efSearch = HNSW_EF_SEARCH
         index.add(vectors)
@@ -126,7 +149,8 @@ def build_approximate(
     if kind != "ivf":
         raise ValueError(f"memory.index: flat | ivf | hnsw, got {kind!r}")
     nlist = ivf_lists(n)
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    quantizer = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, fm)
     index.cp.seed = seed
     index.cp.max_points_per_centroid = 64  # k-means on <= 64 * nlist vectors: enough for cells
     index.train(vectors)
@@ -149,10 +173,20 @@ def as_unit(z: torch.Tensor | np.ndarray) -> np.ndarray:
     return z / np.maximum(norms, 1e-12)
 
 
-def knn_scores(sims: np.ndarray) -> np.ndarray:
-    """Anomaly scores (B,) in [0, 1] from the cosine similarities (B, k) of each query's k
-    nearest bank vectors: the mean cosine distance / 2."""
-    return np.clip((1.0 - sims).mean(axis=1) / 2.0, 0.0, 1.0).astype(np.float32)
+def distances(q: np.ndarray, vectors: np.ndarray, metric: Metric) -> np.ndarray:
+    """Exact distances (B, N) of prepared queries to prepared bank vectors (:meth:`MemoryBank.
+    prepare`): (1 - cos) / 2 for ``cosine``, Euclidean for ``l2``."""
+    if metric == "cosine":
+        return np.clip((1.0 - q @ vectors.T) / 2.0, 0.0, 1.0)
+    sq = (q * q).sum(1)[:, None] + (vectors * vectors).sum(1)[None, :] - 2.0 * (q @ vectors.T)
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def _from_faiss(raw: np.ndarray, metric: Metric) -> np.ndarray:
+    """FAISS's search values → distances: inner products (cosine) or squared L2 (l2)."""
+    if metric == "cosine":
+        return np.clip((1.0 - raw) / 2.0, 0.0, 1.0)
+    return np.sqrt(np.maximum(raw, 0.0))
 
 
 def coreset_indices(
@@ -188,11 +222,12 @@ def coreset_indices(
 
 
 class MemoryBank:
-    """FIFO bank of unit-norm embeddings (N, D), N <= ``size`` after each ``trim``.
+    """A bank of feature vectors (N, D), N <= ``size`` after each ``trim`` or ``subsample``.
 
     Args:
         dim: embedding size D.
-        size: vectors kept by ``trim`` (the newest ones).
+        size: vectors kept by ``trim`` (the newest ones) or ``subsample``.
+        metric: ``cosine`` (vectors stored L2-normalised) or ``l2`` (stored as they are).
         backend: ``auto`` (GPU index when faiss sees a GPU), ``cpu`` or ``gpu``.
         index: ``flat`` (exact; the index mirrors ``vectors`` after every call), ``ivf`` or
             ``hnsw`` (approximate; ``index`` is ``None`` after a change and is rebuilt from
@@ -211,18 +246,20 @@ class MemoryBank:
         dim: int,
         *,
         size: int,
+        metric: Metric = "cosine",
         backend: Literal["auto", "cpu", "gpu"] = "auto",
         device: int = 0,
         index: IndexKind = "flat",
     ) -> None:
         if index not in ("flat", "ivf", "hnsw"):
             raise ValueError(f"memory.index: flat | ivf | hnsw, got {index!r}")
+        _faiss_metric(metric)
         self.dim, self.size, self.backend, self.device = dim, size, backend, device
-        self.kind = index
+        self.kind, self.metric = index, metric
         self.vectors = np.zeros((0, dim), dtype=np.float32)
         self.positions: np.ndarray | None = None
         if index == "flat":
-            self.index = make_index(dim, backend=backend, device=device)
+            self.index = make_index(dim, metric=metric, backend=backend, device=device)
         else:
             _check_backend(backend)
             self.index = None  # built from the vectors at the first search
@@ -230,9 +267,21 @@ class MemoryBank:
     def __len__(self) -> int:
         return len(self.vectors)
 
+    def prepare(self, z: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Vectors (B, D) as the bank stores and searches them: float32 numpy, L2-normalised
+        for ``cosine``."""
+        if self.metric == "cosine":
+            return as_unit(z)
+        if isinstance(z, torch.Tensor):
+            z = z.detach().float().cpu().numpy()
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.ndim != 2:
+            raise ValueError(f"expected embeddings of shape (B, D), got {z.shape}")
+        return z
+
     def add(self, z: torch.Tensor | np.ndarray) -> None:
-        """Append embeddings (B, D); they are L2-normalised first."""
-        unit = as_unit(z)
+        """Append vectors (B, D) (L2-normalised first for ``cosine``)."""
+        unit = self.prepare(z)
         if unit.shape[1] != self.dim:
             raise ValueError(f"embedding size {unit.shape[1]} != bank dim {self.dim}")
         if len(unit):
@@ -281,27 +330,34 @@ class MemoryBank:
         return keep
 
     def knn(self, q: torch.Tensor | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine similarities (B, k') and bank ids (B, k') of the k' = min(k, N) nearest vectors."""
+        """Distances (B, k') and bank ids (B, k') of the k' = min(k, N) nearest vectors, nearest
+        first; a distance is (1 - cos) / 2 (``cosine``) or Euclidean (``l2``)."""
         if len(self) == 0:
             raise RuntimeError("memory bank is empty: no normal embeddings were collected")
         if self.index is None:  # an approximate index, stale since the last change
             self.index = build_approximate(
-                self.vectors, self.kind, backend=self.backend, device=self.device
+                self.vectors,
+                self.kind,
+                metric=self.metric,
+                backend=self.backend,
+                device=self.device,
             )
-        unit = as_unit(q)
-        sims, ids = self.index.search(unit, min(k, len(self)))
+        unit = self.prepare(q)
+        raw, ids = self.index.search(unit, min(k, len(self)))
+        dist = _from_faiss(raw, self.metric).astype(np.float32)
         short = (ids < 0).any(axis=1)
         if short.any():  # the probed IVF cells held fewer than k vectors: exact for those rows
-            all_sims = unit[short] @ self.vectors.T
-            top = np.argsort(-all_sims, axis=1, kind="stable")[:, : ids.shape[1]]
+            exact = distances(unit[short], self.vectors, self.metric)
+            top = np.argsort(exact, axis=1, kind="stable")[:, : ids.shape[1]]
             ids[short] = top
-            sims[short] = np.take_along_axis(all_sims, top, axis=1)
-        return sims, ids
+            dist[short] = np.take_along_axis(exact, top, axis=1)
+        return dist, ids
 
     def score(self, q: torch.Tensor | np.ndarray, k: int) -> np.ndarray:
-        """Anomaly score (B,) in [0, 1]: mean cosine distance to the k nearest bank vectors / 2."""
-        sims, _ = self.knn(q, k)
-        return knn_scores(sims)
+        """Anomaly score (B,): the mean distance to the k nearest bank vectors (in [0, 1] for
+        ``cosine``)."""
+        dist, _ = self.knn(q, k)
+        return dist.mean(axis=1).astype(np.float32)
 
     # ---- persistence (plain arrays: no pickle) --------------------------------------------------
     def save(self, path) -> None:
@@ -316,6 +372,7 @@ class MemoryBank:
         path,
         *,
         size: int,
+        metric: Metric = "cosine",
         backend: Literal["auto", "cpu", "gpu"] = "auto",
         device: int = 0,
         index: IndexKind = "flat",
@@ -324,6 +381,7 @@ class MemoryBank:
         bank = cls(
             vectors.shape[1],
             size=max(size, len(vectors)),
+            metric=metric,
             backend=backend,
             device=device,
             index=index,

@@ -91,10 +91,13 @@ EpochCallback = Callable[[EpochReport, TrainedModel], None]
 
 def bank_fill(config: Config, category: str) -> str:
     """``memory.fill`` resolved for a class: ``auto`` is fifo for textures, final for objects
-    (dense scoring needs backbone features, so always final)."""
+    (dense scoring needs backbone features, and a model that is not trained collects no FIFO
+    bank, so both are always final)."""
     fill = config.memory.fill
     if fill == "auto":
-        fill = "fifo" if category == "texture" and config.eval.scoring == "windows" else "final"
+        trained = config.train.phase1_epochs + config.train.phase2_epochs > 0
+        texture = category == "texture" and config.eval.scoring == "windows"
+        fill = "fifo" if texture and trained else "final"
     return fill
 
 
@@ -129,6 +132,7 @@ def resolve_device(name: str) -> torch.device:
 def build_model(config: Config) -> SSADNet:
     m = config.model
     model = SSADNet(
+        backbone=m.backbone,
         num_classes=config.pretext.classes,
         fusion_dim=m.fusion_dim,
         head_dims=m.head_dims,
@@ -220,7 +224,11 @@ def fit(
     on_epoch: EpochCallback | None = None,
     resume: dict | None = None,
 ) -> TrainedModel:
-    """Train one class model; returns the model (eval mode, on the train device) and its bank."""
+    """Train one class model; returns the model (eval mode, on the train device) and its bank.
+
+    With 0 epochs (``train.phase1_epochs = train.phase2_epochs = 0``) no weight changes: the bank
+    is built from the pretrained backbone's features, validated once and reported as epoch 0.
+    """
     config = class_config(config, data)
     t = config.train
     device = resolve_device(t.device)
@@ -241,8 +249,9 @@ def fit(
     model = build_model(config).to(device)
     feature = config.memory.feature
     bank = MemoryBank(
-        SSADNet.feature_dim(feature, config.model.embedding_dim),
+        model.feature_dim(feature),
         size=config.memory.bank_size,
+        metric=config.memory.metric,
         backend=config.memory.backend,
         index=config.memory.index,
         device=(device.index or 0) if device.type == "cuda" else 0,
@@ -271,8 +280,9 @@ def fit(
                 "epoch": epoch,
                 "phase": phase,
                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "optimizer": copy.deepcopy(opt.state_dict()),  # a snapshot, not live buffers
-                "scheduler": sched.state_dict(),
+                # a snapshot, not live buffers (none when nothing was trained)
+                "optimizer": copy.deepcopy(opt.state_dict()) if opt is not None else {},
+                "scheduler": sched.state_dict() if sched is not None else {},
                 "bank": torch.from_numpy(bank.vectors.copy()),
                 "history": [asdict(h) for h in history],
                 "generator": generator.get_state(),
@@ -356,5 +366,23 @@ def fit(
         history.append(report)
         if on_epoch is not None:
             on_epoch(report, TrainedModel(model, bank, history, checkpoint(epoch + 1, phase)))
+    if total == 0:  # frozen: the pretrained backbone's features as they are
+        tic = time.perf_counter()
+        model.eval()
+        bank = build_bank(model, dataset.images, config, device=device)
+        history = [
+            EpochReport(
+                epoch=0,
+                phase=0,
+                loss=math.nan,
+                accuracy=math.nan,
+                lr=0.0,
+                seconds=time.perf_counter() - tic,
+                bank_size=len(bank),
+                metrics=validate(model, bank) if validate is not None else {},
+            )
+        ]
+        if on_epoch is not None:
+            on_epoch(history[0], TrainedModel(model, bank, history, checkpoint(0, 0)))
     model.eval()
     return TrainedModel(model=model, bank=bank, history=history)

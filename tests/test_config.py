@@ -129,6 +129,16 @@ def test_wrong_type_names_file_and_key(
     assert expected in msg
 
 
+def test_zero_epochs_is_a_valid_frozen_configuration() -> None:
+    """No training at all: the pretrained backbone's features, densely or by windows."""
+    for scoring in (
+        {"eval.scoring": "dense"},
+        {"pretext.mode": "patch", "memory.feature": "backbone"},
+    ):
+        cfg = load_config(overrides={"train.phase1_epochs": 0, "train.phase2_epochs": 0, **scoring})
+        assert cfg.train.phase1_epochs + cfg.train.phase2_epochs == 0
+
+
 @pytest.mark.parametrize(
     ("overrides", "key", "expected"),
     [
@@ -150,7 +160,20 @@ def test_wrong_type_names_file_and_key(
         ({"model.weights": "/no/such/weights.pt"}, "model.weights", "/no/such/weights.pt"),
         ({"defects.fills": ["mean", "blur"]}, "defects.fills", "cutpaste/mean/random"),
         ({"memory.k": 10, "memory.bank_size": 5}, "memory.bank_size", "memory.k=10"),
-        ({"train.phase1_epochs": 0, "train.phase2_epochs": 0}, "train.phase2_epochs", "epoch"),
+        ({"train.phase1_epochs": -1}, "train.phase1_epochs", ">= 0"),
+        ({"train.phase1_epochs": 0, "train.phase2_epochs": 0}, "memory.feature", "untrained"),
+        (
+            {"train.phase1_epochs": 0, "train.phase2_epochs": 0, "model.weights": "none"},
+            "train.phase2_epochs",
+            "untrained random network",
+        ),
+        (
+            {"train.phase1_epochs": 0, "train.phase2_epochs": 0, "memory.fill": "fifo"},
+            "memory.fill",
+            "during training",
+        ),
+        ({"model.backbone": "no_such_net"}, "model.backbone", "not a timm model name"),
+        ({"memory.metric": "manhattan"}, "memory.metric", "'cosine', 'l2'"),
         ({"memory.fill": "fifo", "eval.scoring": "dense"}, "memory.fill", "memory.fill=final"),
         ({"memory.views": -1}, "memory.views", ">= 0"),
         (

@@ -131,7 +131,7 @@ def test_patch_score_grid_equals_per_window_scoring() -> None:
     starts = grid_starts(size, patch, stride)
     g = len(starts)
     assert grid.shape == (2, g, g) and z.shape == (2, g * g, 16)
-    assert grid.std() > 1e-3  # the windows really score differently
+    assert grid.std() > 0.1 * grid.mean() > 0  # the windows really score differently
     expected = np.zeros_like(grid)
     with torch.no_grad():
         for b in range(2):

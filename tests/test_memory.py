@@ -77,14 +77,34 @@ def test_knn_equals_brute_force_cosine() -> None:
     bank.add(rng.normal(size=(80, 16)) * rng.uniform(0.1, 10, size=(80, 1)))  # any norms
     bank.trim()
     q = rng.normal(size=(25, 16)) * 3
-    sims, ids = bank.knn(q, 5)
+    dist, ids = bank.knn(q, 5)
     ref_sims, ref_ids = _brute_knn(bank.vectors, q, 5)
-    assert sims.shape == ids.shape == (25, 5)
+    assert dist.shape == ids.shape == (25, 5)
     np.testing.assert_array_equal(ids, ref_ids)
-    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+    np.testing.assert_allclose(dist, (1 - ref_sims) / 2, atol=1e-5)  # nearest first
     scores = bank.score(torch.from_numpy(q).float(), 5)
     np.testing.assert_allclose(scores, (1 - ref_sims).mean(axis=1) / 2, atol=1e-5)
     assert scores.dtype == np.float32 and scores.shape == (25,)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_l2_bank_keeps_vectors_and_equals_brute_force_euclidean(kind: str) -> None:
+    """``metric="l2"``: vectors stored as they are (norms matter), nearest by Euclidean distance,
+    the score their mean distance; every index kind agrees with brute force."""
+    x, q = _clustered(3000, 16, centres=20, spread=0.5, seed=5, queries=40)
+    x = x * np.random.default_rng(6).uniform(0.5, 4.0, size=(len(x), 1)).astype(np.float32)
+    bank = MemoryBank(16, size=len(x), metric="l2", backend="cpu", index=kind)
+    bank.add(x)
+    np.testing.assert_array_equal(bank.vectors, x.astype(np.float32))
+    dist, ids = bank.knn(q * 2.0, 3)
+    brute = np.linalg.norm((q * 2.0)[:, None, :] - x[None, :, :], axis=2)
+    ref_ids = np.argsort(brute, axis=1, kind="stable")[:, :3]
+    assert _recall(ids, ref_ids) >= (1.0 if kind == "flat" else 0.97)
+    np.testing.assert_allclose(dist, np.take_along_axis(brute, ids, axis=1), rtol=1e-4, atol=1e-4)
+    assert (np.diff(dist, axis=1) >= 0).all()  # nearest first
+    np.testing.assert_allclose(bank.score(q * 2.0, 3), dist.mean(axis=1), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"memory\.metric"):
+        MemoryBank(16, size=10, metric="manhattan", backend="cpu")  # type: ignore[arg-type]
 
 
 def test_score_range_and_extremes() -> None:
@@ -118,8 +138,8 @@ def test_k_larger_than_bank_uses_bank_size() -> None:
     bank = MemoryBank(5, size=10, backend="cpu")
     bank.add(rng.normal(size=(3, 5)))
     q = rng.normal(size=(2, 5))
-    sims, ids = bank.knn(q, 10)
-    assert sims.shape == ids.shape == (2, 3)
+    dist, ids = bank.knn(q, 10)
+    assert dist.shape == ids.shape == (2, 3)
     assert (ids >= 0).all()  # no FAISS -1 padding
     ref_sims = _unit(q) @ bank.vectors.T
     np.testing.assert_allclose(bank.score(q, 10), (1 - ref_sims).mean(axis=1) / 2, atol=1e-5)
@@ -253,7 +273,7 @@ def test_approximate_index_recall_on_clustered_bank(kind: str) -> None:
     bank = MemoryBank(32, size=len(x), backend="cpu", index=kind)
     bank.add(x)
     assert bank.index is None  # built at the first search, from the vectors
-    sims, ids = bank.knn(q, 3)
+    dist, ids = bank.knn(q, 3)
     ref_ids = exact.knn(q, 3)[1]
     assert _recall(ids, ref_ids) >= 0.99
     assert bank.index.ntotal == len(x)
@@ -261,8 +281,9 @@ def test_approximate_index_recall_on_clustered_bank(kind: str) -> None:
         assert isinstance(bank.index, faiss.IndexIVFFlat) and bank.index.nlist > 100
     else:
         assert isinstance(bank.index, faiss.IndexHNSWFlat)
-    # the similarities returned are the true cosines of the ids returned
-    np.testing.assert_allclose(sims, np.einsum("bd,bkd->bk", _unit(q), x[ids]), atol=1e-5)
+    # the distances returned are the true cosine distances of the ids returned
+    cos = np.einsum("bd,bkd->bk", _unit(q), x[ids])
+    np.testing.assert_allclose(dist, (1 - cos) / 2, atol=1e-5)
     np.testing.assert_allclose(bank.score(q, 3), exact.score(q, 3), atol=5e-3)
 
 
@@ -281,12 +302,11 @@ def test_approximate_index_follows_trim_and_subsample(kind: str) -> None:
     assert _recall(ids, _brute_knn(bank.vectors, q, 3)[1]) >= 0.99  # ids index the kept vectors
     bank.size = 300
     bank.subsample(method="random", seed=0)
-    sims, ids = bank.knn(q, 3)
+    dist, ids = bank.knn(q, 3)
     ref_ids = _brute_knn(bank.vectors, q, 3)[1]
     assert bank.index.ntotal == 300 and _recall(ids, ref_ids) >= 0.99
-    np.testing.assert_allclose(
-        sims, np.einsum("bd,bkd->bk", _unit(q), bank.vectors[ids]), atol=1e-5
-    )
+    cos = np.einsum("bd,bkd->bk", _unit(q), bank.vectors[ids])
+    np.testing.assert_allclose(dist, (1 - cos) / 2, atol=1e-5)
 
 
 def test_ivf_never_pads_results() -> None:
@@ -294,11 +314,11 @@ def test_ivf_never_pads_results() -> None:
     x, q = _clustered(2000, 8, centres=4, spread=0.3, seed=3, queries=20)
     bank = MemoryBank(8, size=2000, backend="cpu", index="ivf")
     bank.add(x)
-    sims, ids = bank.knn(q, 1000)
+    dist, ids = bank.knn(q, 1000)
     assert (bank.index.search(q, 1000)[1] < 0).any()  # the raw IVF search does pad here
-    assert (ids >= 0).all() and np.isfinite(sims).all()
+    assert (ids >= 0).all() and np.isfinite(dist).all()
     ref_sims, _ = _brute_knn(bank.vectors, q, 1000)
-    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+    np.testing.assert_allclose(dist, (1 - ref_sims) / 2, atol=1e-5)
 
 
 def test_index_kind_is_checked() -> None:

@@ -14,13 +14,12 @@ from ssad.data.images import read_image, to_tensor
 from ssad.detector import Detector, DetectorError
 from ssad.evaluate import evaluate, score_images
 from ssad.localize import window_embeddings
-from ssad.model import LOCAL_DIM
 from ssad.pipeline import load_data, splits, train_class
 from ssad.train import EpochReport, TrainedModel, bank_fill, build_model, fit, position_norm
 
 
 def _backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if k.startswith(("stem.", "layer"))}
+    return {k: v for k, v in state.items() if k.startswith("encoder.")}
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -60,8 +59,10 @@ def test_phase1_freezes_backbone_weights_and_batchnorm_stats(make_config, tmp_pa
         ]
         assert changed, f"phase 1 did not train {prefix}"
     # phase 2 trains the backbone too (weights and BatchNorm statistics)
-    assert not torch.equal(p2["stem.0.weight"], p1["stem.0.weight"])
-    assert not torch.equal(p2["layer4.1.bn2.running_var"], p1["layer4.1.bn2.running_var"])
+    assert not torch.equal(p2["encoder.conv1.weight"], p1["encoder.conv1.weight"])
+    assert not torch.equal(
+        p2["encoder.layer4.1.bn2.running_var"], p1["encoder.layer4.1.bn2.running_var"]
+    )
 
 
 def test_fifo_bank_is_capped_and_saved_detector_holds_the_trained_bank(
@@ -198,7 +199,8 @@ def test_seeded_run_is_bit_identical_on_cpu(make_config, tmp_path: Path) -> None
     for k in a:
         assert torch.equal(a[k], b[k]), k
     np.testing.assert_array_equal(np.load(runs[0] / "bank.npy"), np.load(runs[1] / "bank.npy"))
-    assert Detector.load(runs[0], device="cpu").bank.dim == LOCAL_DIM  # a dense bank loads
+    dense_bank = Detector.load(runs[0], device="cpu").bank  # a dense bank loads
+    assert dense_bank.dim == 128 + 256  # ResNet-18 layer2 + layer3
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in runs)
     assert ma["val"] == mb["val"] and ma["history"][-1]["loss"] == mb["history"][-1]["loss"]
     other = _train(cfg.with_overrides({"train.seed": 1}), tmp_path / "c")

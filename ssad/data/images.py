@@ -13,8 +13,6 @@ import numpy as np
 import torch
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "IMAGE_SUFFIXES",
     "ImageError",
     "denormalize",
@@ -25,8 +23,6 @@ __all__ = [
     "to_tensor",
 ]
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -94,19 +90,17 @@ def read_mask(path: str | Path | None, size: int) -> np.ndarray:
 
 
 def to_tensor(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) or (B, H, W, 3) → ImageNet-normalised float tensor (B, 3, H, W)."""
+    """RGB uint8 (H, W, 3) or (B, H, W, 3) → float tensor (B, 3, H, W) in [0, 1].
+
+    The model normalises its input as its backbone's weights expect (``SSADNet.features_at``).
+    """
     batch = np.stack(images) if isinstance(images, list) else images
     if batch.ndim == 3:
         batch = batch[None]
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def denormalize(x: torch.Tensor) -> np.ndarray:
     """Inverse of :func:`to_tensor`: (B, 3, H, W) → uint8 (B, H, W, 3)."""
-    mean = torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1).to(x)
-    std = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1).to(x)
-    out = ((x * std + mean).clamp(0, 1) * 255).round().byte()
+    out = (x.clamp(0, 1) * 255).round().byte()
     return out.permute(0, 2, 3, 1).cpu().numpy()
