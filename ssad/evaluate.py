@@ -26,7 +26,7 @@ from ssad.localize import (
 )
 from ssad.memory import MemoryBank
 from ssad.metrics import compute_all, roc_points
-from ssad.model import SSADNet
+from ssad.model import SSADNet, for_inference
 
 __all__ = ["LabelledImages", "Scored", "Validator", "evaluate", "load_samples", "score_images"]
 
@@ -79,13 +79,14 @@ def score_images(
     the max of the smoothed map or the mean of the top-k grid cells (``eval.image_score``).
     """
     model.eval()
+    fast = for_inference(model)  # BatchNorm folded: the same function, ~2x faster on CPU
     ev, pre = config.eval, config.pretext
     scores, maps, embeds = [], [], []
     for i in range(0, len(images), ev.batch_size):
         x = to_tensor(images[i : i + ev.batch_size]).to(device)
         size = x.shape[-1]
         if ev.scoring == "windows" and pre.mode == "image":
-            z = model.describe(x, config.memory.feature)
+            z = fast.describe(x, config.memory.feature)
             s = bank.score(z, config.memory.k)
             if with_maps:
                 maps.append(smooth_maps(gradcam(model, x) * s[:, None, None], ev.map_sigma))
@@ -93,12 +94,12 @@ def score_images(
             scores.append(s)
             continue
         if ev.scoring == "dense":
-            grid, z = dense_score_grid(model, bank, x, k=config.memory.k)
+            grid, z = dense_score_grid(fast, bank, x, k=config.memory.k)
             patch = stride = DENSE_STRIDE
         else:
             patch, stride = pre.patch_size, ev.patch_stride
             grid, z = patch_score_grid(
-                model,
+                fast,
                 bank,
                 x,
                 patch=patch,

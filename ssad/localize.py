@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 DENSE_STRIDE = 8  # SSADNet.local_features: the finest stage's stride (ResNet-18's layer2)
+DENSE_FORWARD_BATCH = 8  # images per backbone forward: ~1.4x faster on CPU than 64 at 256 px
 
 
 def grid_starts(size: int, patch: int, stride: int) -> np.ndarray:
@@ -148,10 +149,12 @@ def dense_score_grid(
 ) -> tuple[np.ndarray, np.ndarray]:
     """kNN score of every feature position: x (B, 3, S, S) → grid (B, h, w), features (B, h*w, C).
 
-    One forward per image (``SSADNet.local_features``, stride 8), then one batched kNN query
-    for all B * h * w positions.
+    One forward per image (``SSADNet.local_features``, stride 8; ``DENSE_FORWARD_BATCH`` images
+    at a time), then one batched kNN query for all B * h * w positions.
     """
-    f = model.local_features(x)  # (B, C, h, w)
+    f = torch.cat(
+        [model.local_features(part) for part in x.split(DENSE_FORWARD_BATCH)]
+    )  # (B, C, h, w)
     b, c, h, w = f.shape
     z = f.permute(0, 2, 3, 1).reshape(b * h * w, c).float().cpu().numpy()
     return bank.score(z, k).reshape(b, h, w), z.reshape(b, h * w, c)

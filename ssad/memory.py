@@ -190,7 +190,7 @@ def _from_faiss(raw: np.ndarray, metric: Metric) -> np.ndarray:
 
 
 def coreset_indices(
-    x: np.ndarray, n: int, *, seed: int = 0, proj_dim: int = 128, device: str = "cpu"
+    x: np.ndarray, n: int, *, seed: int = 0, proj_dim: int = 64, device: str = "cpu"
 ) -> np.ndarray:
     """Greedy k-center coreset: ``n`` row ids of ``x`` (N, D) that cover it (PatchCore).
 
@@ -207,7 +207,7 @@ def coreset_indices(
     if feats.shape[1] > proj_dim:
         proj = torch.randn(feats.shape[1], proj_dim, generator=gen) / proj_dim**0.5
         feats = feats @ proj
-    feats = feats.to(device)
+    feats = feats.to(device).contiguous()
     chosen = torch.empty(n, dtype=torch.long)
     i = int(torch.randint(m, (1,), generator=gen))
     mind = torch.full((m,), float("inf"), device=device)
@@ -215,8 +215,8 @@ def coreset_indices(
     for step in range(n):
         chosen[step] = i
         # squared distance of every point to the newest centre: |a|^2 + |c|^2 - 2 a.c
-        d = sq + sq[i] - 2.0 * (feats @ feats[i])
-        mind = torch.minimum(mind, d)
+        d = torch.addmv(sq, feats, feats[i], alpha=-2.0)
+        torch.minimum(mind, d.add_(sq[i]), out=mind)
         i = int(torch.argmax(mind))
     return chosen.numpy()
 

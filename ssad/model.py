@@ -7,6 +7,9 @@ A pure ``nn.Module``: ``embed(x) -> (B, D)``, ``classify(z) -> (B, C)`` and the 
 
 from __future__ import annotations
 
+import copy
+import itertools
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -20,9 +23,12 @@ __all__ = [
     "FEATURES",
     "OnePositionConv2d",
     "SSADNet",
+    "for_inference",
     "load_backbone_weights",
     "upgrade_state_dict",
 ]
+
+log = logging.getLogger(__name__)
 
 FEATURES = ("embedding", "backbone")  # what a memory bank holds (``memory.feature``)
 DENSE_STRIDES = (8, 16)  # the stages of a dense feature by default (PatchCore's layer2 + layer3)
@@ -209,6 +215,68 @@ class SSADNet(nn.Module):
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """Embedding (B, D) → pretext logits (B, C)."""
         return self.classifier(z)
+
+
+def _fold_pairs(module: nn.Module) -> int:
+    """Fold each BatchNorm2d into the convolution registered just before it, in place.
+
+    timm registers a block's convolution and the normalisation that follows it side by side
+    (``conv_pw``/``bn1``, ``conv1``/``bn1``, ``downsample.0``/``downsample.1``); a norm with its
+    activation (timm's ``BatchNormAct2d``) keeps the activation. Returns the pairs folded.
+    """
+    folded = 0
+    for parent in list(module.modules()):
+        kids = list(parent.named_children())
+        for (_, conv), (name, bn) in itertools.pairwise(kids):
+            if not (
+                isinstance(conv, nn.Conv2d)
+                and type(bn).__name__ in ("BatchNorm2d", "BatchNormAct2d")
+                and conv.out_channels == bn.num_features
+                and bn.track_running_stats
+            ):
+                continue
+            with torch.no_grad():
+                scale = bn.running_var.add(bn.eps).rsqrt()
+                if bn.weight is not None:
+                    scale = scale * bn.weight
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                bias = (bias - bn.running_mean) * scale
+                if bn.bias is not None:
+                    bias = bias + bn.bias
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter(bias)
+            tail = [
+                m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None
+            ]
+            setattr(parent, name, nn.Sequential(*tail) if tail else nn.Identity())
+            folded += 1
+    return folded
+
+
+@torch.no_grad()
+def for_inference(model: SSADNet) -> SSADNet:
+    """An eval-mode copy of ``model`` whose backbone BatchNorms are folded into the convolutions
+    before them: the same function (checked on a random image; the model itself is returned
+    when the check fails), about 2× faster on the CPU, where oneDNN runs each normalisation as
+    a separate pass. Weights are copied: later training of ``model`` does not reach the copy."""
+    if not isinstance(model, SSADNet):  # a stand-in with the same methods (tests, benchmarks)
+        return model
+    fast = copy.deepcopy(model).eval()
+    if _fold_pairs(fast.encoder) == 0:
+        return fast
+    x = torch.rand(2, 3, 64, 64, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    want, got = model.features(x), fast.features(x)
+    model.train(was_training)
+    for a, b in zip(want, got):
+        if not torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(a.abs().max()) + 1e-5):
+            log.warning(
+                "%s: folding BatchNorm into convolutions changed its output; scoring unfolded",
+                model.backbone_name,
+            )
+            return model
+    return fast
 
 
 _LEGACY = {"stem.0.": "encoder.conv1.", "stem.1.": "encoder.bn1.", "layer": "encoder.layer"}

@@ -163,11 +163,6 @@ def test_zero_epochs_is_a_valid_frozen_configuration() -> None:
         ({"train.phase1_epochs": -1}, "train.phase1_epochs", ">= 0"),
         ({"train.phase1_epochs": 0, "train.phase2_epochs": 0}, "memory.feature", "untrained"),
         (
-            {"train.phase1_epochs": 0, "train.phase2_epochs": 0, "model.weights": "none"},
-            "train.phase2_epochs",
-            "untrained random network",
-        ),
-        (
             {"train.phase1_epochs": 0, "train.phase2_epochs": 0, "memory.fill": "fifo"},
             "memory.fill",
             "during training",
@@ -219,11 +214,17 @@ def test_unknown_preset() -> None:
         load_config(preset="gpu")
 
 
-def test_cpu_preset_applies_and_file_wins(tmp_path: Path) -> None:
-    cfg = load_config(preset="cpu")
-    for key, value in PRESETS["cpu"].items():
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_apply_and_validate(name: str) -> None:
+    cfg = load_config(preset=name)
+    for key, value in PRESETS[name].items():
         assert cfg.flat()[key] == value, key
-    assert cfg.pretext.mode == "patch" and cfg.model.weights == "none"
+
+
+def test_cpu_preset_is_frozen_pretrained_and_file_wins(tmp_path: Path) -> None:
+    cfg = load_config(preset="cpu")
+    assert cfg.model.weights == "imagenet" and cfg.model.backbone == "efficientnet_lite0"
+    assert load_config(preset="scratch").model.weights == "none"
     path = _write(tmp_path, {"train": {"phase2_epochs": 3}})
     cfg = load_config(path, preset="cpu", overrides=["train.batch_size=8"])
     assert cfg.train.phase2_epochs == 3

@@ -352,3 +352,33 @@ def test_every_backbone_conv_takes_the_one_position_path_where_it_applies() -> N
     with torch.no_grad():
         net.features(torch.rand(2, 3, 24, 24))
     assert sum(taken) == 4 and len(taken) == 20
+
+
+@pytest.mark.parametrize("backbone", sorted(STAGES))
+def test_for_inference_folds_batchnorm_into_a_copy_with_the_same_function(backbone: str) -> None:
+    from ssad.model import for_inference
+
+    net = _net(backbone=backbone)
+    with torch.no_grad():  # non-trivial BatchNorm statistics and affine parameters
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.train()
+    fast = for_inference(net)
+    assert fast is not net and net.training and not fast.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.encoder.modules())
+    for k, v in net.state_dict().items():  # the model itself is untouched
+        assert torch.equal(v, before[k]), k
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        net.eval()
+        for a, b in zip(net.features(x), fast.features(x)):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            fast.local_features(x), net.local_features(x), rtol=1e-4, atol=1e-4
+        )
+        torch.testing.assert_close(fast.embed(x), net.embed(x), rtol=1e-4, atol=1e-4)

@@ -357,3 +357,49 @@ def test_auto_position_norm_is_saved_resolved_for_the_class(make_config, tmp_pat
     (out / "config.yaml").write_text(text)
     with pytest.raises(DetectorError, match=r"config\.yaml: eval\.position_norm=auto"):
         Detector.load(out, device="cpu")
+
+
+def test_zero_epochs_changes_no_weight_and_saves_a_working_detector(
+    make_config, tmp_path: Path
+) -> None:
+    """The frozen baseline: 0 epochs of training leave every backbone tensor (BatchNorm
+    statistics included) byte-identical to the ImageNet weights; the bank is built from those
+    features, validated once (epoch 0), and the saved detector loads and scores."""
+    from ssad import backbones
+
+    cfg = make_config(
+        "gelcap",
+        **{
+            "model.backbone": "efficientnet_lite0",
+            "model.weights": "imagenet",
+            "train.phase1_epochs": 0,
+            "train.phase2_epochs": 0,
+            "eval.scoring": "dense",
+            "memory.fill": "final",
+            "memory.metric": "l2",
+            "memory.bank_size": 300,
+            "eval.position_norm": "shift",
+        },
+    )
+    reports: list[EpochReport] = []
+    trained = fit(cfg, load_data(cfg), on_epoch=lambda rep, _t: reports.append(rep))
+    packaged = backbones.imagenet_state("efficientnet_lite0")
+    encoder = trained.model.encoder.state_dict()
+    assert any("running_var" in k for k in encoder)
+    for key, value in encoder.items():
+        assert torch.equal(value, packaged[key]), key
+    assert [(r.epoch, r.phase) for r in reports] == [(0, 0)]
+    assert np.isnan(reports[0].loss) and reports[0].bank_size == len(trained.bank) == 300
+    assert trained.bank.metric == "l2" and trained.bank.positions is not None
+
+    result = train_class(cfg, out_dir=tmp_path / "frozen", artifacts=False)
+    assert [h["epoch"] for h in result["history"]] == [0]
+    det = Detector.load(tmp_path / "frozen", device="cpu")
+    for key, value in det.model.encoder.state_dict().items():
+        assert torch.equal(value, packaged[key]), key
+    data = load_data(cfg)
+    _, val, _ = splits(cfg, data)
+    scores, maps = det.predict(list(val.images))
+    again = score_images(det.model, det.bank, val.images, det.config, device=torch.device("cpu"))
+    np.testing.assert_allclose(scores, again.scores, rtol=1e-6)
+    assert maps.shape == (len(val.images), 64, 64) and (scores >= 0).all()

@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 __all__ = [
-    "SCHEDULE_KEYS",
     "SELECTION_KEYS",
     "TRIAL_KEYS",
     "ablation_refusal",
@@ -39,25 +38,20 @@ TRIAL_KEYS = {
     "train.progress": "trials never draw progress bars",
     "train.val_every": "ASHA compares trials at every epoch, so every trial validates each epoch",
 }
-# ASHA's max_t (and the finished/stopped labels) are the base config's epochs, fixed at launch.
-SCHEDULE_KEYS = ("train.phase1_epochs", "train.phase2_epochs")
 # Study and class names become folder names (storage_path/<name>, promoted/<name>/<class>.yaml).
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def search_refusal(key: str) -> str | None:
-    """Why ``key`` cannot be searched: dishonest selection, overwritten, or beyond ASHA's max_t."""
+    """Why ``key`` cannot be searched: dishonest selection, or overwritten by every trial.
+
+    Training length (``train.phase1_epochs``, ``train.phase2_epochs``, down to 0) may be
+    searched: ASHA's max_t is the longest schedule in the space (``StudySpec.max_epochs``), a
+    trial that ends its own shorter schedule finishes (it is not stopped), and finished trials
+    compete on their final validation metric whatever their length.
+    """
     why = SELECTION_KEYS.get(key) or TRIAL_KEYS.get(key)
-    if why:
-        return f"cannot be searched: {why}"
-    if key in SCHEDULE_KEYS:
-        return (
-            "cannot be searched: ASHA's max_t and its rungs are fixed at launch from the base "
-            "config's train.phase1_epochs + train.phase2_epochs, so a trial with other epochs "
-            "would be cut or labelled wrongly; set it in base.overrides (or compare schedules "
-            "in separate studies)"
-        )
-    return None
+    return f"cannot be searched: {why}" if why else None
 
 
 def ablation_refusal(key: str) -> str | None:

@@ -225,7 +225,16 @@ class StudySpec:
 
     @property
     def max_epochs(self) -> int:
-        return self.base.train.phase1_epochs + self.base.train.phase2_epochs
+        """The longest schedule a trial can have (ASHA's max_t): the base config's epochs, or
+        the largest searched value of ``train.phase1_epochs`` / ``train.phase2_epochs``."""
+        total = 0
+        for key in ("train.phase1_epochs", "train.phase2_epochs"):
+            dim = next((d for d in self.space.dims if d.key == key), None) if self.space else None
+            if dim is None:
+                total += getattr(self.base.train, key.split(".")[1])
+            else:
+                total += int(max(dim.choices) if dim.kind == "categorical" else dim.high)
+        return total
 
     def configs_per_class(self) -> int:
         if self.kind == "ablation":

@@ -37,7 +37,7 @@ MAX_EPOCHS = 4  # phase1 1 + phase2 3
 
 # A real trial in a few seconds on one CPU core: 64 px, 16 px patches, 4 epochs of 4 steps.
 TINY_BASE = {
-    "preset": "cpu",
+    "preset": "scratch",  # the platform under test, not the detector: a real trial in seconds
     "overrides": {
         "data.image_size": 64,
         "pretext.patch_size": 16,

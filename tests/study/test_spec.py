@@ -310,9 +310,20 @@ def test_data_choice_cannot_be_searched(tmp_path: Path, text: str) -> None:
     _space_error(_space(tmp_path, text), text.split(":")[0], "cannot be searched")
 
 
-@pytest.mark.parametrize("key", ["train.phase1_epochs", "train.phase2_epochs"])
-def test_epochs_cannot_be_searched_asha_max_t(tmp_path: Path, key: str) -> None:
-    _space_error(_space(tmp_path, f"{key}: {{type: int, low: 1, high: 4}}"), key, "max_t")
+def test_training_length_is_searchable_down_to_zero_and_sets_asha_max_t(spec_file) -> None:
+    """A space may search the epochs of both phases, 0 included; ASHA's max_t is then the
+    longest schedule in the space, not the base config's."""
+    space = {
+        "train.phase1_epochs": {"type": "categorical", "choices": [0, 1]},
+        "train.phase2_epochs": {"type": "int", "low": 0, "high": 6},
+        "memory.k": {"type": "int", "low": 1, "high": 3},
+    }
+    base = {"preset": "cpu", "overrides": {"train.phase1_epochs": 1, "train.phase2_epochs": 2}}
+    spec = load_spec(spec_file(space=space, base=base))
+    assert spec.max_epochs == 1 + 6
+    assert {d.key for d in spec.space.dims} >= {"train.phase1_epochs", "train.phase2_epochs"}
+    fixed = load_spec(spec_file(base=base))  # not searched: the base config's schedule
+    assert fixed.max_epochs == 1 + 2
 
 
 @pytest.mark.parametrize(
