@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from benchmarks import reference as ref
+from benchmarks.dense_bank import bench_dense_bank
 from benchmarks.early_stopping import bench_early_stopping
 from benchmarks.large_bank import bench_large_bank
 from benchmarks.scoring import bench_scoring
@@ -324,6 +325,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "train_step": bench_train_step,
     "large_bank": bench_large_bank,
     "scoring": bench_scoring,
+    "dense_bank": bench_dense_bank,  # the cpu preset's dense scoring: coreset / IVF vs exact
     "study": bench_study,  # P4: two small real studies (~7 min on 2 shared cores)
     "early_stopping": bench_early_stopping,  # P5: two small real studies (~8 min)
 }

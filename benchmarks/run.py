@@ -106,6 +106,13 @@ def markdown(results: dict[str, object]) -> str:
         if "ours_value" in r:
             baseline += f" (AUPRO {r['baseline_value']:.4f} vs ours {r['ours_value']:.4f})"
         ours = r["ours"]
+        if "pixel_auroc_ratio" in r:  # another bank: its speed and quality against the exact one
+            ours += (
+                f" ({r['sizes']['images_per_s']:.0f} images/s vs "
+                f"{r['sizes']['exact_images_per_s']:.0f}; pixel AUROC {r['pixel_auroc']:.4f} = "
+                f"{r['pixel_auroc_ratio']:.4f} of exact, image AUROC {r['image_auroc']:.3f} = "
+                f"{r['image_auroc_ratio']:.3f} of exact)"
+            )
         if "recall_at_k" in r:  # an approximate method: how much of the exact answer it finds
             ours += (
                 f" (recall@{r['sizes']['k']} {r['recall_at_k']:.4f}, built in {r['build_s']:.0f} s)"

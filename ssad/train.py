@@ -233,6 +233,8 @@ def fit(
     t = config.train
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
+    if t.phase1_epochs + t.phase2_epochs == 0:
+        return _frozen(config, data, device=device, validate=validate, on_epoch=on_epoch)
     dataset = make_pretext(config, data)
     batch = min(t.batch_size, len(dataset))
     generator = torch.Generator().manual_seed(t.seed)
@@ -280,9 +282,8 @@ def fit(
                 "epoch": epoch,
                 "phase": phase,
                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                # a snapshot, not live buffers (none when nothing was trained)
-                "optimizer": copy.deepcopy(opt.state_dict()) if opt is not None else {},
-                "scheduler": sched.state_dict() if sched is not None else {},
+                "optimizer": copy.deepcopy(opt.state_dict()),  # a snapshot, not live buffers
+                "scheduler": sched.state_dict(),
                 "bank": torch.from_numpy(bank.vectors.copy()),
                 "history": [asdict(h) for h in history],
                 "generator": generator.get_state(),
@@ -366,23 +367,48 @@ def fit(
         history.append(report)
         if on_epoch is not None:
             on_epoch(report, TrainedModel(model, bank, history, checkpoint(epoch + 1, phase)))
-    if total == 0:  # frozen: the pretrained backbone's features as they are
-        tic = time.perf_counter()
-        model.eval()
-        bank = build_bank(model, dataset.images, config, device=device)
-        history = [
-            EpochReport(
-                epoch=0,
-                phase=0,
-                loss=math.nan,
-                accuracy=math.nan,
-                lr=0.0,
-                seconds=time.perf_counter() - tic,
-                bank_size=len(bank),
-                metrics=validate(model, bank) if validate is not None else {},
-            )
-        ]
-        if on_epoch is not None:
-            on_epoch(history[0], TrainedModel(model, bank, history, checkpoint(0, 0)))
     model.eval()
+    return TrainedModel(model=model, bank=bank, history=history)
+
+
+def _frozen(
+    config: Config,
+    data: ClassData,
+    *,
+    device: torch.device,
+    validate: Validator | None,
+    on_epoch: EpochCallback | None,
+) -> TrainedModel:
+    """0 epochs: the bank of the pretrained backbone's features as they are, validated once and
+    reported as epoch 0 (phase 0); no weight, BatchNorm statistic included, changes."""
+    tic = time.perf_counter()
+    model = build_model(config).to(device).eval()
+    images = [read_image(p, config.data.image_size) for p in data.train]
+    bank = build_bank(model, images, config, device=device)
+    report = EpochReport(
+        epoch=0,
+        phase=0,
+        loss=math.nan,
+        accuracy=math.nan,
+        lr=0.0,
+        seconds=time.perf_counter() - tic,
+        bank_size=len(bank),
+        metrics=validate(model, bank) if validate is not None else {},
+    )
+    history = [report]
+
+    def checkpoint() -> dict:  # what fit(resume=...) reads; a frozen model has nothing to resume
+        return {
+            "epoch": 0,
+            "phase": 0,
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": {},
+            "scheduler": {},
+            "bank": torch.zeros(0, bank.dim),
+            "history": [asdict(report)],
+            "generator": torch.Generator().manual_seed(config.train.seed).get_state(),
+        }
+
+    if on_epoch is not None:
+        on_epoch(report, TrainedModel(model, bank, history, checkpoint))
     return TrainedModel(model=model, bank=bank, history=history)

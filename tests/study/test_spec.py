@@ -38,27 +38,47 @@ def test_demo_spec_loads() -> None:
     assert spec.name == "demo"
     assert spec.classes == ("brick", "gelcap")
     assert spec.searcher == "optuna" and spec.scheduler == "asha"
-    assert spec.base.train.phase2_epochs == 7  # base.overrides on top of the cpu preset
-    assert spec.base.data.image_size == 128  # from the cpu preset
-    assert spec.max_epochs == 1 + 7
+    assert spec.base.model.backbone == "efficientnet_lite0"  # the cpu preset
+    assert spec.base.data.image_size == 256
+    assert spec.base.train.phase1_epochs + spec.base.train.phase2_epochs == 0  # frozen by default
+    assert spec.max_epochs == 1 + 2  # the space's longest schedule
     assert spec.total_trials() == 2 * spec.num_samples * spec.seeds_per_config
-    assert Path(spec.space.source).name == "seed.yaml"
+    assert Path(spec.space.source).name == "pretrained.yaml"
     assert spec.storage_path.is_absolute()
 
 
-def test_ablation_demo_spec_loads() -> None:
-    spec = load_spec(REPO / "studies" / "ablation_demo.yaml")
-    assert spec.kind == "ablation" and spec.baseline == "this-project"
-    assert list(spec.variants) == [
-        "this-project",
-        "fifo-bank",
-        "dense",
-        "4-way",
-        "no-scar",
-        "cutpaste-fill",
-    ]
-    assert spec.total_trials() == 2 * 6 * 3
-    assert spec.base.memory.fill == "final" and spec.base.train.val_every == 0
+@pytest.mark.parametrize(
+    ("name", "variants"),
+    [
+        ("ablation_demo", ["this-project", "cosine", "no-shift", "coreset", "k3", "fine-tune"]),
+        (
+            "pretrained_ablation",
+            [
+                "frozen",
+                "seed-recipe",
+                "short-finetune",
+                "phase1-only",
+                "seed-recipe-windows",
+                "scratch",
+            ],
+        ),
+    ],
+)
+def test_ablation_specs_load(name: str, variants: list[str]) -> None:
+    spec = load_spec(REPO / "studies" / f"{name}.yaml")
+    assert spec.kind == "ablation" and spec.baseline == variants[0]
+    assert list(spec.variants) == variants
+    assert spec.total_trials() == len(spec.classes) * len(variants) * 3
+    assert spec.base.train.phase1_epochs + spec.base.train.phase2_epochs == 0  # the baseline
+    assert spec.base.train.val_every == 0  # an ablation validates once, at the end
+
+
+def test_pretrained_ablation_scratch_variant_is_the_scratch_preset() -> None:
+    spec = load_spec(REPO / "studies" / "pretrained_ablation.yaml")
+    got = spec.base.with_overrides(spec.variants["scratch"]).flat()
+    want = load_config(preset="scratch").flat()
+    reporting = {"train.val_every", "eval.heatmaps", "eval.tsne", "data.root"}
+    assert {k for k in want if got[k] != want[k]} <= reporting
 
 
 def test_mvtec_spec_loads() -> None:
@@ -67,6 +87,15 @@ def test_mvtec_spec_loads() -> None:
     assert spec.gpu == 0.25 and spec.cpu == 4.0
     assert spec.tracking_uri.startswith("http://")
     assert spec.base.model.weights == "imagenet"
+
+
+@pytest.mark.parametrize("name", ["pretrained.yaml", "preset.yaml"])
+def test_pretrained_search_spaces_load_over_the_cpu_preset(name: str) -> None:
+    base = load_config(preset="cpu")
+    space = load_search_space(REPO / "search_spaces" / name, base=base)
+    assert "train.phase2_epochs" in space.keys
+    for corner in space.corners():
+        base.with_overrides(corner)
 
 
 @pytest.mark.parametrize("name", ["seed.yaml", "wide.yaml"])
