@@ -59,6 +59,6 @@ def bench_scoring(quick: bool) -> list[dict[str, object]]:
             timings=timings,
             sizes=sizes,
             equivalent=False,
-            note="different methods (quality: README 'The signal'); maps included",
+            note="different methods (quality: docs/measurements-scratch.md 'The signal'); maps included",
         )
     ]

@@ -126,14 +126,14 @@ class MemoryConfig:
     # bank_size; the saved model uses exactly that bank. "fifo": the seed's bank of train-mode
     # embeddings (y = 0 and ŷ = 0) collected during training, the newest bank_size kept.
     # "auto": fifo for textures, final for objects (the measured choice for banks of embeddings:
-    # README, "The signal"; with memory.feature backbone the final bank wins on every class, and
+    # docs/measurements-scratch.md, "The signal"; with memory.feature backbone the final bank wins on every class, and
     # the cpu preset sets final); dense scoring always uses a final bank.
     fill: Literal["auto", "final", "fifo"] = "auto"
     subsample: Literal["coreset", "random"] = "coreset"  # final fill: greedy k-center or random
     views: int = 0  # final fill: colour-jittered views per training image added to the plain one
     # What the bank holds per window/image: "embedding" = the projection head's output z (the
     # seed's), "backbone" = pooled layer2/3/4 features, each stage L2-normalised (896-d; the
-    # representation before the head; README, "The signal"). Dense scoring uses its own features.
+    # representation before the head; docs/measurements-scratch.md, "The signal"). Dense scoring uses its own features.
     feature: Literal["embedding", "backbone"] = "embedding"
     bank_size: int = 500
     k: int = 3

@@ -43,7 +43,7 @@ class OnePositionConv2d(nn.Conv2d):
     meet padding). oneDNN computes all nine taps, and its weight gradient on a 1×1 map costs ~9×
     its forward; as ``F.linear`` the same function (equal up to float rounding, gradients of the
     unused taps exactly zero as before) makes a patch-mode training step 1.2–1.3× cheaper and
-    ``train.fit`` 1.1× (README, "One-position convolutions"). Parameters, state dict and initialisation are ``nn.Conv2d``'s;
+    ``train.fit`` 1.1× (docs/measurements-scratch.md, "One-position convolutions"). Parameters, state dict and initialisation are ``nn.Conv2d``'s;
     every other shape takes ``nn.Conv2d.forward``.
     """
 

@@ -103,8 +103,8 @@ def bank_fill(config: Config, category: str) -> str:
 
 def position_norm(config: Config, category: str, placement: str) -> str:
     """``eval.position_norm`` resolved for a class: ``auto`` is shift for an object that sits in
-    the same place in every image, none for textures and moving objects (README, "The
-    signal")."""
+    the same place in every image, none for textures and moving objects (docs/measurements-scratch.md,
+    "The signal")."""
     mode = config.eval.position_norm
     if mode == "auto":
         mode = "shift" if category == "object" and placement == "fixed" else "none"

@@ -292,7 +292,7 @@ def run_study(
                 trial_name_creator=trial_name,  # brick-0007: class and number within it
                 trial_dirname_creator=trial_name,
                 # a Ray worker runs trial after trial: its imports (torch, torchvision, ...) cost
-                # ~13 s per trial otherwise (README, P4); trials share one resource request
+                # ~13 s per trial otherwise (docs/measurements-scratch.md, P4); trials share one resource request
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
