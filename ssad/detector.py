@@ -12,7 +12,7 @@ A saved detector is a folder::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,20 @@ REGISTRY_PREFIXES = ("models:/", "runs:/")
 
 
 class DetectorError(ValueError):
-    """A detector folder is missing or incomplete (names the file)."""
+    """A detector folder is missing, incomplete or damaged (names the file)."""
+
+
+def _read(path: Path, what: str, load: Callable[[], Any]) -> Any:
+    """``load()``, or a one-line :class:`DetectorError` naming ``path`` and what is wrong."""
+    try:
+        return load()
+    except DetectorError:
+        raise
+    except Exception as exc:  # torch, numpy and pickle errors: many kinds, all meaning "damaged"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DetectorError(
+            f"{path}: {what} — damaged or not ssad's ({type(exc).__name__}: {detail[:200]})"
+        ) from None
 
 
 class Detector:
@@ -123,15 +136,27 @@ class Detector:
         config = load_config(folder / "config.yaml", overrides={"model.weights": "none"})
         torch_device = resolve_device(device)
         model = build_model(config)
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(upgrade_state_dict(state))
-        bank = MemoryBank.load(
+        state = _read(
+            folder / "model.pt",
+            "not a readable state dict",
+            lambda: torch.load(folder / "model.pt", map_location="cpu", weights_only=True),
+        )
+        _read(
+            folder / "model.pt",
+            f"not the weights of this config's model (model.backbone={config.model.backbone})",
+            lambda: model.load_state_dict(upgrade_state_dict(state)),
+        )
+        bank = _read(
             folder / "bank.npy",
-            size=config.memory.bank_size,
-            metric=config.memory.metric,
-            backend=config.memory.backend,
-            device=(torch_device.index or 0) if torch_device.type == "cuda" else 0,
-            index=config.memory.index,
+            "not a bank of vectors (a float array (N, D) in .npy format)",
+            lambda: MemoryBank.load(
+                folder / "bank.npy",
+                size=config.memory.bank_size,
+                metric=config.memory.metric,
+                backend=config.memory.backend,
+                device=(torch_device.index or 0) if torch_device.type == "cuda" else 0,
+                index=config.memory.index,
+            ),
         )
         want = (
             model.local_dim()

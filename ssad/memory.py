@@ -388,7 +388,10 @@ class MemoryBank:
         )
         bank.add(vectors)
         if positions_path(path).is_file():
-            bank.positions = np.load(positions_path(path), allow_pickle=False)
+            try:
+                bank.positions = np.load(positions_path(path), allow_pickle=False)
+            except Exception as exc:
+                raise ValueError(f"{positions_path(path)}: {exc}") from None
         return bank
 
 
