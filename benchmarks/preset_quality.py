@@ -62,40 +62,44 @@ def run_one(root: Path, cls: str, seed: int, *, preset: str, overrides: dict) ->
     return out
 
 
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.{digits}f} ± {std:.{digits}f}"
+
+
 def table(results: dict) -> str:
-    """Per class: mean ± std over seeds of val/test metrics, fit CPU-s and test images/s."""
+    """Per class: mean ± std over seeds of val/test metrics, fit CPU-s and test images/s; the
+    last row averages the classes per seed, then gives mean ± std over the seeds."""
     rows = results["runs"]
     lines = [
         "| class | seeds | val image AUROC | test image AUROC | test pixel AUROC | test AUPRO "
         "| fit CPU-s | test images/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-
-    def ms(values: list[float], digits: int = 3) -> str:
-        return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.{digits}f}"
-
+    fields = {
+        "val image": lambda r: r["val"]["image_auroc"],
+        "test image": lambda r: r["test"]["image_auroc"],
+        "test pixel": lambda r: r["test"]["pixel_auroc"],
+        "test aupro": lambda r: r["test"]["aupro"],
+        "cpu": lambda r: r["fit_cpu_s"],
+        "ips": lambda r: r["test_images_per_s"],
+    }
     classes = list(dict.fromkeys(r["class"] for r in rows))
-    for cls in [*classes, "mean"]:
-        sub = rows if cls == "mean" else [r for r in rows if r["class"] == cls]
-        if cls == "mean":  # mean over classes per seed, then over seeds
-            seeds = sorted({r["seed"] for r in rows})
-            per_seed = [[r for r in rows if r["seed"] == s] for s in seeds]
-
-            def agg(get):
-                return [float(np.mean([get(r) for r in group])) for group in per_seed]
+    seeds = sorted({r["seed"] for r in rows})
+    groups = {cls: [[r for r in rows if r["class"] == cls]] for cls in classes}
+    groups["mean over classes"] = [[r for r in rows if r["seed"] == s] for s in seeds]
+    for name, parts in groups.items():
+        if name == "mean over classes":
+            v = {
+                k: [float(np.mean([f(r) for r in part])) for part in parts]
+                for k, f in fields.items()
+            }
         else:
-
-            def agg(get, sub=sub):
-                return [get(r) for r in sub]
-
+            v = {k: [f(r) for r in parts[0]] for k, f in fields.items()}
         lines.append(
-            f"| {cls} | {len(agg(lambda r: r['seed']))} "
-            f"| {ms(agg(lambda r: r['val']['image_auroc']))} "
-            f"| {ms(agg(lambda r: r['test']['image_auroc']))} "
-            f"| {ms(agg(lambda r: r['test']['pixel_auroc']))} "
-            f"| {ms(agg(lambda r: r['test']['aupro']))} "
-            f"| {np.mean(agg(lambda r: r['fit_cpu_s'])):.0f} "
-            f"| {np.mean(agg(lambda r: r['test_images_per_s'])):.0f} |"
+            f"| {name} | {len(v['cpu'])} | {_mean_std(v['val image'])} "
+            f"| {_mean_std(v['test image'])} | {_mean_std(v['test pixel'])} "
+            f"| {_mean_std(v['test aupro'])} | {np.mean(v['cpu']):.0f} | {np.mean(v['ips']):.0f} |"
         )
     return "\n".join(lines)
 
