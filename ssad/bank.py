@@ -55,7 +55,7 @@ def normal_features(
     for i in range(0, len(views), batch_images):
         x = to_tensor(np.stack(views[i : i + batch_images])).to(device)
         if config.eval.scoring == "dense":
-            f = fast.local_features(x)  # (B, C, h, w) → every position
+            f = fast.local_features(x, config.eval.dense_stages)  # (B, C, h, w): every position
             out.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).float().cpu().numpy())
         elif config.pretext.mode == "patch":
             out.append(

@@ -152,6 +152,9 @@ class EvalConfig:
     # with GradCAM maps (image mode); "dense": one forward per image, layer2+layer3 features of
     # the backbone, kNN at every feature position (needs memory.fill: final).
     scoring: Literal["windows", "dense"] = "windows"
+    # dense: the backbone stages (by stride) concatenated on the stride-8 grid, finer ones
+    # averaged over each cell, coarser ones upsampled (SSADNet.local_features)
+    dense_stages: tuple[int, ...] = (8, 16)
     patch_stride: int = 8
     map_sigma: float = 4.0  # Gaussian smoothing (pixels) of the anomaly map; 0: none
     image_score: Literal["max", "topk"] = "topk"  # max of the smoothed map | top-k cell mean
@@ -310,6 +313,10 @@ class Config:
                 "image-mode windows give one score per image, no positions: use "
                 "pretext.mode=patch or eval.scoring=dense, or eval.position_norm=none",
             )
+        if not e.dense_stages or not set(e.dense_stages) <= {4, 8, 16, 32}:
+            fail("eval.dense_stages", f"strides from [4, 8, 16, 32], got {list(e.dense_stages)}")
+        if len(set(e.dense_stages)) != len(e.dense_stages):
+            fail("eval.dense_stages", f"each stride once, got {list(e.dense_stages)}")
         if e.patch_stride < 1:
             fail("eval.patch_stride", "must be >= 1")
         if e.topk < 1:

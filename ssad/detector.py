@@ -159,7 +159,7 @@ class Detector:
             ),
         )
         want = (
-            model.local_dim()
+            model.local_dim(config.eval.dense_stages)
             if config.eval.scoring == "dense"
             else model.feature_dim(config.memory.feature)
         )

@@ -94,7 +94,9 @@ def score_images(
             scores.append(s)
             continue
         if ev.scoring == "dense":
-            grid, z = dense_score_grid(fast, bank, x, k=config.memory.k)
+            grid, z = dense_score_grid(
+                fast, bank, x, k=config.memory.k, stages=config.eval.dense_stages
+            )
             patch = stride = DENSE_STRIDE
         else:
             patch, stride = pre.patch_size, ev.patch_stride

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ssad.memory import MemoryBank
-from ssad.model import SSADNet
+from ssad.model import DENSE_STRIDES, SSADNet
 
 __all__ = [
     "dense_score_grid",
@@ -145,7 +145,12 @@ def window_embeddings(
 
 @torch.no_grad()
 def dense_score_grid(
-    model: SSADNet, bank: MemoryBank, x: torch.Tensor, *, k: int
+    model: SSADNet,
+    bank: MemoryBank,
+    x: torch.Tensor,
+    *,
+    k: int,
+    stages: tuple[int, ...] = DENSE_STRIDES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """kNN score of every feature position: x (B, 3, S, S) → grid (B, h, w), features (B, h*w, C).
 
@@ -153,7 +158,7 @@ def dense_score_grid(
     at a time), then one batched kNN query for all B * h * w positions.
     """
     f = torch.cat(
-        [model.local_features(part) for part in x.split(DENSE_FORWARD_BATCH)]
+        [model.local_features(part, stages) for part in x.split(DENSE_FORWARD_BATCH)]
     )  # (B, C, h, w)
     b, c, h, w = f.shape
     z = f.permute(0, 2, 3, 1).reshape(b * h * w, c).float().cpu().numpy()

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FEATURES = ("embedding", "backbone")  # what a memory bank holds (``memory.feature``)
 DENSE_STRIDES = (8, 16)  # the stages of a dense feature by default (PatchCore's layer2 + layer3)
+DENSE_GRID = 8  # the stride of the dense feature grid
 
 
 class OnePositionConv2d(nn.Conv2d):
@@ -192,24 +193,25 @@ class SSADNet(nn.Module):
     def local_features(
         self, x: torch.Tensor, strides: Sequence[int] = DENSE_STRIDES
     ) -> torch.Tensor:
-        """Dense local features: (B, 3, H, W) → (B, ΣC, H/s₀, W/s₀), one vector per position of
-        the finest stride s₀ of ``strides``.
+        """Dense local features: (B, 3, H, W) → (B, ΣC, H/8, W/8), one vector per position of the
+        stride-8 grid.
 
-        The stages at ``strides`` (default stride 8 and 16: ResNet-18's layer2 and layer3) are
-        bilinearly upsampled to the finest one's grid, concatenated and averaged over each
+        The stages at ``strides`` (``eval.dense_stages``; default stride 8 and 16: ResNet-18's
+        layer2 and layer3) are brought to the stride-8 grid — a finer stage averaged over each
+        cell, a coarser one bilinearly upsampled — concatenated and averaged over each
         position's 3×3 neighbourhood (PatchCore's locally aware patch features); deeper stages
         are not computed.
         """
         stages = self.features_at(x, strides)
-        size = stages[0].shape[-2:]
-        f = torch.cat(
-            [stages[0]]
-            + [
-                F.interpolate(s, size=size, mode="bilinear", align_corners=False)
-                for s in stages[1:]
-            ],
-            dim=1,
-        )
+        size = (x.shape[-2] // DENSE_GRID, x.shape[-1] // DENSE_GRID)
+        on_grid = []
+        for s, f in zip(strides, stages):
+            if s < DENSE_GRID:
+                f = F.avg_pool2d(f, kernel_size=DENSE_GRID // s)
+            elif s > DENSE_GRID:
+                f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+            on_grid.append(f)
+        f = torch.cat(on_grid, dim=1)
         return F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=False)
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:

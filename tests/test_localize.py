@@ -182,7 +182,7 @@ class _LocalColourNet(torch.nn.Module):
     def describe(self, x: torch.Tensor, feature: str = "embedding") -> torch.Tensor:
         return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), torch.ones(len(x), 1)], dim=1)
 
-    def local_features(self, x: torch.Tensor) -> torch.Tensor:
+    def local_features(self, x: torch.Tensor, strides=(8, 16)) -> torch.Tensor:
         mean = torch.nn.functional.avg_pool2d(x, 8)
         sq = torch.nn.functional.avg_pool2d(x * x, 8)
         std = (sq - mean * mean).clamp_min(0).sqrt()

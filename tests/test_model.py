@@ -41,6 +41,21 @@ def test_embed_classify_and_stage_shapes(backbone: str, classes: int) -> None:
     assert net.fusion[0].in_features == c8 + c16 + c32
 
 
+def test_dense_stages_come_to_the_stride_8_grid() -> None:
+    """eval.dense_stages: a finer stage is averaged over each 8 px cell, a coarser one upsampled;
+    the grid is always stride 8."""
+    net = _net(backbone="efficientnet_lite0").eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        f4, f8, f16 = net.features_at(x, (4, 8, 16))
+        dense = net.local_features(x, (4, 8, 16))
+        only4 = net.local_features(x, (4,))
+    assert dense.shape == (2, 24 + 40 + 112, 8, 8) and net.local_dim((4, 8, 16)) == 24 + 40 + 112
+    pooled = F.avg_pool2d(F.avg_pool2d(f4, 2), 3, stride=1, padding=1, count_include_pad=False)
+    torch.testing.assert_close(only4, pooled)
+    torch.testing.assert_close(dense[:, :24], pooled)
+
+
 def test_dense_features_stop_at_the_deepest_stride_asked_for() -> None:
     """local_features never runs the stride-32 stage (timm's forward_intermediates, stop_early)."""
     net = _net(backbone="efficientnet_lite0").eval()
