@@ -104,7 +104,7 @@ class TrainConfig:
     phase1_epochs: int = 10
     phase1_lr: float = 0.03
     phase2_epochs: int = 50
-    phase2_lr: float = 0.01
+    phase2_lr: float = 0.01  # 0: weights fixed, BatchNorm statistics re-estimated in phase 2
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 96
@@ -282,9 +282,9 @@ class Config:
                     "GradCAM explains) is untrained: use eval.scoring=dense, or patch-mode "
                     "windows with memory.feature=backbone",
                 )
-        for key in ("phase1_lr", "phase2_lr"):
-            if not getattr(t, key) > 0:
-                fail(f"train.{key}", f"must be > 0, got {getattr(t, key)}")
+        for key in ("phase1_lr", "phase2_lr"):  # 0: no weight moves (phase 2 still re-estimates
+            if not getattr(t, key) >= 0:  # the backbone's BatchNorm statistics on the pretext)
+                fail(f"train.{key}", f"must be >= 0, got {getattr(t, key)}")
         if t.batch_size < 2:
             fail("train.batch_size", "must be >= 2 (BatchNorm)")
         if t.device != "auto" and t.device != "cpu" and not t.device.startswith("cuda"):

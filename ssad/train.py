@@ -296,6 +296,8 @@ def fit(
         phase = _phase_of(epoch, config)
         if opt is None or epoch == t.phase1_epochs:  # each phase starts its own SGD + cosine
             opt, sched = _optimizer(model, config, phase, steps)
+        # lr 0: forward passes only (train mode: phase 2 re-estimates BatchNorm statistics)
+        learning = (t.phase1_lr if phase == 1 else t.phase2_lr) > 0
         _set_phase_mode(model, phase)
         dataset.set_epoch(epoch)
         tic = time.perf_counter()
@@ -310,15 +312,16 @@ def fit(
         )
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast:
+            with autocast, torch.set_grad_enabled(learning):
                 l2, l3, l4 = model.features(x)
                 z = model.embed_features(l2, l3, l4)
                 logits = model.classify(z)
             loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            if learning:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
             pred = logits.argmax(dim=1)
             if fifo:  # the seed's bank: normal samples the classifier calls normal
                 v = z if feature == "embedding" else model.backbone_descriptor(l2, l3, l4)

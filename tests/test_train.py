@@ -403,3 +403,33 @@ def test_zero_epochs_changes_no_weight_and_saves_a_working_detector(
     again = score_images(det.model, det.bank, val.images, det.config, device=torch.device("cpu"))
     np.testing.assert_allclose(scores, again.scores, rtol=1e-6)
     assert maps.shape == (len(val.images), 64, 64) and (scores >= 0).all()
+
+
+def test_phase2_lr_zero_moves_no_weight_but_re_estimates_batchnorm_statistics(
+    make_config, tmp_path: Path
+) -> None:
+    """``train.phase2_lr: 0``: phase 2's forward passes in train mode update the backbone's
+    BatchNorm running statistics; no parameter changes (the BatchNorm-only control of the
+    pretrained ablation)."""
+    torch.manual_seed(3)
+    init = tmp_path / "init.pt"
+    torch.save(build_model(make_config()).state_dict(), init)
+    cfg = make_config(
+        "gelcap",
+        **{
+            "model.weights": str(init),
+            "train.phase1_epochs": 0,
+            "train.phase2_epochs": 1,
+            "train.phase2_lr": 0.0,
+            "memory.fill": "final",
+        },
+    )
+    start = _snapshot(build_model(cfg))
+    trained = fit(cfg, load_data(cfg))
+    after = _snapshot(trained.model)
+    params = {name for name, _ in trained.model.named_parameters()}
+    for key, value in start.items():
+        if key in params:
+            assert torch.equal(after[key], value), key
+    stats = [k for k in start if k.startswith("encoder.") and k.endswith("running_mean")]
+    assert stats and all(not torch.equal(after[k], start[k]) for k in stats)

@@ -62,6 +62,7 @@ def test_demo_spec_loads() -> None:
                 "scratch",
             ],
         ),
+        ("pretrained_bn_ablation", ["frozen", "bn-statistics", "short-finetune"]),
     ],
 )
 def test_ablation_specs_load(name: str, variants: list[str]) -> None:
