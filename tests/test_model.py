@@ -47,7 +47,7 @@ def test_dense_stages_come_to_the_stride_8_grid() -> None:
     net = _net(backbone="efficientnet_lite0").eval()
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        f4, f8, f16 = net.features_at(x, (4, 8, 16))
+        (f4,) = net.features_at(x, (4,))
         dense = net.local_features(x, (4, 8, 16))
         only4 = net.local_features(x, (4,))
     assert dense.shape == (2, 24 + 40 + 112, 8, 8) and net.local_dim((4, 8, 16)) == 24 + 40 + 112
