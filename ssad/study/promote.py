@@ -186,7 +186,7 @@ def promote(
         if existing is not None:
             progress(cls, f"unchanged since version {existing.version}; nothing to train")
             tracker.set_champion(model_name(cls), existing.version)
-            rows[cls] = _row_from_version(cls, existing, spec)
+            rows[cls] = _row_from_version(cls, existing, spec, out_root)
             continue
         plan[cls] = (cands, key)
     reseeds = [] if seeds == 1 and top_k == 1 else reseed_offsets(spec, seeds)
@@ -420,7 +420,9 @@ def _register(
     }
 
 
-def _row_from_version(cls: str, version, spec: StudySpec) -> dict[str, Any]:
+def _row_from_version(
+    cls: str, version, spec: StudySpec, out_root: str | Path
+) -> dict[str, Any]:
     t = version.tags
     return {
         "class": cls,
@@ -431,6 +433,6 @@ def _row_from_version(cls: str, version, spec: StudySpec) -> dict[str, Any]:
         "threshold": float(t.get("ssad.threshold", "nan")),
         "model": f"models:/{model_name(cls)}@{CHAMPION}",
         "version": version.version,
-        "config": str(Path("promoted") / spec.name / f"{cls}.yaml"),
+        "config": str(Path(out_root) / spec.name / f"{cls}.yaml"),
         "changed_from_base": "(unchanged; existing version)",
     }

@@ -94,6 +94,8 @@ def test_promote_register_and_predict(
     for cls in spec.classes:
         assert len(client.search_model_versions(f"name = 'ssad-{cls}'")) == 1
         assert str(again.loc[again["class"] == cls, "version"].iloc[0]) == str(versions[cls])
+        row = again.loc[again["class"] == cls].iloc[0]  # the unchanged version's config: out_root
+        assert row["config"] == str(tmp_path / "promoted" / "promo" / f"{cls}.yaml")
 
     cls = spec.classes[0]
     uri = f"models:/ssad-{cls}@champion"
