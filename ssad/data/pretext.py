@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ssad.config import Config
+from ssad.config import Config, DefectsConfig
 from ssad.data.defects import big_defect, line_defect, scar
 from ssad.data.images import to_tensor
 
@@ -91,13 +91,24 @@ class PretextDataset(Dataset):
             return image, 0, np.zeros(image.shape[:2], dtype=bool)
         if y == 1:
             out, mask = big_defect(
-                image, rng, shape=dcfg.big, fills=dcfg.fills, center_mask=fg,
-                source=source, patch_mode=patch_mode,
+                image,
+                rng,
+                shape=dcfg.big,
+                fills=dcfg.fills,
+                center_mask=fg,
+                source=source,
+                patch_mode=patch_mode,
             )
         elif y == 2:
             out, mask = scar(
-                image, rng, shape=dcfg.scar, max_angle=dcfg.scar_angle, fills=dcfg.fills,
-                center_mask=fg, source=source, patch_mode=patch_mode,
+                image,
+                rng,
+                shape=dcfg.scar,
+                max_angle=dcfg.scar_angle,
+                fills=dcfg.fills,
+                center_mask=fg,
+                source=source,
+                patch_mode=patch_mode,
             )
         else:
             out, mask = line_defect(image, rng, center_mask=fg)
@@ -128,17 +139,21 @@ def synthetic_anomalies(
     images: list[np.ndarray],
     fg_masks: list[np.ndarray],
     *,
-    config: Config,
     seed: int,
     draws: int = 1,
+    defects: DefectsConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A labelled validation set from held-out normal images only: each image once as it is
     (label 0) and ``draws`` times with a big defect or a scar (alternating, image-mode ranges,
     label 1), each draw from its own seeded generator.
 
+    ``defects``: the defect ranges, the seed's fixed defaults when None. A study's validation
+    set must not depend on the trial's own (searched) ``defects.*``, or a search over them
+    would change what it is judged on.
+
     Returns images (N + N * draws, H, W, 3) uint8, labels, masks (…, H, W) bool.
     """
-    d = config.defects
+    d = defects or DefectsConfig()
     out_images, labels, masks = [], [], []
     for i, (image, fg) in enumerate(zip(images, fg_masks)):
         out_images.append(image)

@@ -152,14 +152,13 @@ def test_mask_count_must_match_images() -> None:
         )
 
 
-def test_synthetic_validation_draws_several_defects_per_held_out_image(make_config) -> None:
+def test_synthetic_validation_draws_several_defects_per_held_out_image() -> None:
     from ssad.data.pretext import synthetic_anomalies
 
-    cfg = make_config()
     rng = np.random.default_rng(0)
     images = [rng.integers(60, 200, (64, 64, 3)).astype(np.uint8) for _ in range(3)]
     masks = [np.ones((64, 64), bool)] * 3
-    imgs, labels, gts = synthetic_anomalies(images, masks, config=cfg, seed=5, draws=4)
+    imgs, labels, gts = synthetic_anomalies(images, masks, seed=5, draws=4)
     assert imgs.shape == (15, 64, 64, 3) and gts.shape == (15, 64, 64)
     assert labels.tolist() == ([0] + [1] * 4) * 3
     assert not gts[labels == 0].any() and all(g.any() for g in gts[labels == 1])
@@ -167,5 +166,18 @@ def test_synthetic_validation_draws_several_defects_per_held_out_image(make_conf
         np.testing.assert_array_equal(imgs[5 * i], images[i])
         draws = imgs[5 * i + 1 : 5 * i + 5]
         assert len({d.tobytes() for d in draws}) == 4
-    again = synthetic_anomalies(images, masks, config=cfg, seed=5, draws=4)[0]
+    again = synthetic_anomalies(images, masks, seed=5, draws=4)[0]
     np.testing.assert_array_equal(again, imgs)  # seeded
+
+
+def test_synthetic_validation_set_does_not_follow_a_trials_defect_settings(make_config) -> None:
+    """data.val_source synthetic: two trials whose searched defects.* differ are judged on the
+    same validation images (the seed's fixed defect ranges)."""
+    from ssad.pipeline import load_data, splits
+
+    cfg = make_config(**{"data.val_source": "synthetic"})
+    other = cfg.with_overrides({"defects.big.area_max": 0.3, "defects.scar.area_max": 0.02})
+    a = splits(cfg, load_data(cfg))[1]
+    b = splits(other, load_data(other))[1]
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.masks, b.masks)
