@@ -20,9 +20,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML config (nested or dotted keys)")
     from ssad.config import PRESETS
 
-    p.add_argument(
-        "--preset", choices=sorted(PRESETS), help="apply a preset before --config/--set"
-    )
+    p.add_argument("--preset", choices=sorted(PRESETS), help="apply a preset before --config/--set")
     p.add_argument(
         "--set",
         dest="overrides",

@@ -35,7 +35,7 @@ from ssad.bank import build_bank, fifo_positions
 from ssad.config import Config
 from ssad.data.images import read_image
 from ssad.data.masks import class_foreground, foreground_mask
-from ssad.data.mvtec import ClassData, list_classes
+from ssad.data.mvtec import ClassData, class_info, list_classes
 from ssad.data.pretext import PretextDataset
 from ssad.memory import MemoryBank
 from ssad.model import SSADNet, load_backbone_weights
@@ -45,11 +45,13 @@ __all__ = [
     "TrainedModel",
     "bank_fill",
     "build_model",
+    "class_category",
     "class_config",
     "fit",
     "make_pretext",
     "position_norm",
     "resolve_device",
+    "scheduled_epochs",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,13 +113,36 @@ def position_norm(config: Config, category: str, placement: str) -> str:
     return mode
 
 
+def class_category(config: Config) -> str:
+    """``data.category``, or the class's own (``ssad_classes.yaml`` / the MVTec AD table) when
+    ``auto``."""
+    if config.data.category != "auto":
+        return config.data.category
+    return class_info(config.data.root, config.data.class_name)[0]
+
+
+def scheduled_epochs(config: Config, category: str) -> int:
+    """Epochs a class of ``category`` trains: 0 unless ``train.categories`` names it."""
+    t = config.train
+    return t.phase1_epochs + t.phase2_epochs if category in t.categories else 0
+
+
 def class_config(config: Config, data: ClassData) -> Config:
-    """``config`` with its per-class choices resolved for ``data`` (``eval.position_norm:
-    auto``): what a class model is trained, validated, saved and scored with."""
+    """``config`` with its per-class choices resolved for ``data``: ``eval.position_norm: auto``,
+    and 0 epochs for a category ``train.categories`` does not train. What a class model is
+    trained, validated, saved and scored with."""
+    overrides: dict[str, object] = {}
     mode = position_norm(config, data.category, data.placement)
-    if mode == config.eval.position_norm:
+    if mode != config.eval.position_norm:
+        overrides["eval.position_norm"] = mode
+    if (
+        scheduled_epochs(config, data.category) == 0
+        and config.train.phase1_epochs + config.train.phase2_epochs
+    ):
+        overrides.update({"train.phase1_epochs": 0, "train.phase2_epochs": 0})
+    if not overrides:
         return config
-    return config.with_overrides({"eval.position_norm": mode}, source=f"class {data.name}")
+    return config.with_overrides(overrides, source=f"class {data.name}")
 
 
 def resolve_device(name: str) -> torch.device:

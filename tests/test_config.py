@@ -169,6 +169,8 @@ def test_zero_epochs_is_a_valid_frozen_configuration() -> None:
         ),
         ({"model.backbone": "no_such_net"}, "model.backbone", "not a timm model name"),
         ({"memory.metric": "manhattan"}, "memory.metric", "'cosine', 'l2'"),
+        ({"train.categories": ["cloth"]}, "train.categories", "texture and/or object"),
+        ({"train.categories": ["object"]}, "memory.feature", "untrained"),  # textures: 0 epochs
         ({"memory.fill": "fifo", "eval.scoring": "dense"}, "memory.fill", "memory.fill=final"),
         ({"memory.views": -1}, "memory.views", ">= 0"),
         (

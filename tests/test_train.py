@@ -359,6 +359,28 @@ def test_auto_position_norm_is_saved_resolved_for_the_class(make_config, tmp_pat
         Detector.load(out, device="cpu")
 
 
+def test_categories_a_preset_does_not_train_resolve_to_zero_epochs(make_config) -> None:
+    """train.categories: a class of another category keeps its pretrained weights; the
+    resolved config (what is saved) holds 0 epochs, a trained category keeps its schedule."""
+    from ssad.train import class_config, scheduled_epochs
+
+    base = {
+        "model.backbone": "efficientnet_lite0",
+        "model.weights": "imagenet",
+        "eval.scoring": "dense",
+        "memory.fill": "final",
+        "train.categories": ["texture"],
+    }
+    brick, gelcap = make_config("brick", **base), make_config("gelcap", **base)
+    texture = class_config(brick, load_data(brick)).train
+    obj = class_config(gelcap, load_data(gelcap)).train
+    assert (texture.phase1_epochs, texture.phase2_epochs) == (1, 1)
+    assert (obj.phase1_epochs, obj.phase2_epochs) == (0, 0) and obj.categories == ("texture",)
+    assert scheduled_epochs(brick, "texture") == 2 and scheduled_epochs(gelcap, "object") == 0
+    history = fit(gelcap, load_data(gelcap)).history
+    assert [(h.epoch, h.phase) for h in history] == [(0, 0)]
+
+
 def test_zero_epochs_changes_no_weight_and_saves_a_working_detector(
     make_config, tmp_path: Path
 ) -> None:

@@ -44,6 +44,7 @@ from ssad.study.tracking import (
     unreachable,
 )
 from ssad.study.trial import resolve_trial_config
+from ssad.train import class_category, scheduled_epochs
 
 __all__ = ["LOGGED", "RETRY_S", "MlflowTrials", "epoch_metrics", "error_text", "result_start_ms"]
 
@@ -165,8 +166,8 @@ class MlflowTrials(Callback):
     def closing_status(self, trial, epochs: int) -> str:
         """``finished`` when the trial ran its own schedule (an ablation's variants may train
         for fewer epochs), else ``stopped`` (by the scheduler)."""
-        cfg = resolve_trial_config(self.base, trial.config).train
-        return "finished" if epochs >= cfg.phase1_epochs + cfg.phase2_epochs else "stopped"
+        cfg = resolve_trial_config(self.base, trial.config)
+        return "finished" if epochs >= scheduled_epochs(cfg, class_category(cfg)) else "stopped"
 
     @contextmanager
     def final_artifacts(self, trial, status: str) -> Iterator[tuple[Path | None, dict[str, str]]]:

@@ -420,9 +420,7 @@ def _register(
     }
 
 
-def _row_from_version(
-    cls: str, version, spec: StudySpec, out_root: str | Path
-) -> dict[str, Any]:
+def _row_from_version(cls: str, version, spec: StudySpec, out_root: str | Path) -> dict[str, Any]:
     t = version.tags
     return {
         "class": cls,

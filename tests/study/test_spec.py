@@ -40,7 +40,7 @@ def test_demo_spec_loads() -> None:
     assert spec.searcher == "optuna" and spec.scheduler == "asha"
     assert spec.base.model.backbone == "efficientnet_lite0"  # the cpu preset
     assert spec.base.data.image_size == 256
-    assert spec.base.train.phase1_epochs + spec.base.train.phase2_epochs == 0  # frozen by default
+    assert set(spec.base.train.categories) == {"texture", "object"}  # the search decides
     assert spec.max_epochs == 1 + 2  # the space's longest schedule
     assert spec.total_trials() == 2 * spec.num_samples * spec.seeds_per_config
     assert Path(spec.space.source).name == "pretrained.yaml"
@@ -50,7 +50,10 @@ def test_demo_spec_loads() -> None:
 @pytest.mark.parametrize(
     ("name", "variants"),
     [
-        ("ablation_demo", ["this-project", "cosine", "no-shift", "coreset", "k3", "fine-tune"]),
+        (
+            "ablation_demo",
+            ["this-project", "frozen", "train-objects", "cosine", "no-shift", "coreset"],
+        ),
         (
             "pretrained_ablation",
             [
@@ -70,8 +73,22 @@ def test_ablation_specs_load(name: str, variants: list[str]) -> None:
     assert spec.kind == "ablation" and spec.baseline == variants[0]
     assert list(spec.variants) == variants
     assert spec.total_trials() == len(spec.classes) * len(variants) * 3
-    assert spec.base.train.phase1_epochs + spec.base.train.phase2_epochs == 0  # the baseline
     assert spec.base.train.val_every == 0  # an ablation validates once, at the end
+    if name.startswith("pretrained"):  # the frozen baseline, every class trainable by variants
+        assert spec.base.train.phase1_epochs + spec.base.train.phase2_epochs == 0
+        assert set(spec.base.train.categories) == {"texture", "object"}
+
+
+def test_pretrained_ablation_variants_are_the_measured_recipes() -> None:
+    spec = load_spec(REPO / "studies" / "pretrained_ablation.yaml")
+    t = {name: spec.base.with_overrides(o).train for name, o in spec.variants.items()}
+    assert (t["seed-recipe"].phase1_epochs, t["seed-recipe"].phase2_epochs) == (2, 4)
+    assert (t["seed-recipe"].phase1_lr, t["seed-recipe"].phase2_lr) == (0.03, 0.01)  # the seed's
+    assert (t["short-finetune"].phase1_epochs, t["short-finetune"].phase2_epochs) == (1, 2)
+    assert t["short-finetune"].phase2_lr == 0.001 and t["seed-recipe"].batch_size == 32
+    bn = load_spec(REPO / "studies" / "pretrained_bn_ablation.yaml")
+    got = {n: bn.base.with_overrides(o).train for n, o in bn.variants.items()}
+    assert got["bn-statistics"].phase2_lr == 0.0 and got["short-finetune"] == t["short-finetune"]
 
 
 def test_pretrained_ablation_scratch_variant_is_the_scratch_preset() -> None:
