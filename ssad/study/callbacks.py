@@ -167,7 +167,10 @@ class MlflowTrials(Callback):
         """``finished`` when the trial ran its own schedule (an ablation's variants may train
         for fewer epochs), else ``stopped`` (by the scheduler)."""
         cfg = resolve_trial_config(self.base, trial.config)
-        return "finished" if epochs >= scheduled_epochs(cfg, class_category(cfg)) else "stopped"
+        trains = set(cfg.train.categories)
+        # the class's category matters only when train.categories leaves one out
+        category = "texture" if trains >= {"texture", "object"} else class_category(cfg)
+        return "finished" if epochs >= scheduled_epochs(cfg, category) else "stopped"
 
     @contextmanager
     def final_artifacts(self, trial, status: str) -> Iterator[tuple[Path | None, dict[str, str]]]:

@@ -32,6 +32,7 @@ import torch
 from mlflow import MlflowClient
 
 from ssad.data.mvtec import fingerprint, load_class
+from ssad.model import SSADNet
 from ssad.study.spec import load_spec
 
 UNSHARE = ["unshare", "-m", "--propagation", "private"]
@@ -167,9 +168,10 @@ def test_nodes_share_only_storage_path(
         folder.mkdir()
     data, worker_data = tmp_path / "data", tmp_path / "worker-data"
     shutil.copytree(study_data, data)
-    # backbone weights beside the data (the default value of BatchNorm's scale: same training),
-    # named in the spec relative to the driver's cwd
-    torch.save({"stem.1.weight": torch.ones(64)}, data / "bn1.pt")
+    # backbone weights beside the data (a seeded ResNet-18 in timm's names), named in the spec
+    # relative to the driver's cwd
+    torch.manual_seed(0)
+    torch.save(SSADNet(backbone="resnet18").encoder.state_dict(), data / "bn1.pt")
     shutil.copytree(data, worker_data)
     driver, worker, shared, logs = dirs["driver"], dirs["worker"], dirs["shared"], dirs["logs"]
     ray = str(study_helpers.VENV_BIN / "ray")

@@ -31,6 +31,7 @@ TINY_PRETRAINED = {
         "pretext.patch_size": 32,
         "train.min_samples": 32,
         "train.batch_size": 16,
+        "train.phase1_epochs": 0,  # phase2_epochs 0 is then the frozen backbone
         "memory.bank_size": 200,
         "train.categories": ["texture", "object"],  # both classes explore training
         "eval.tsne": False,
