@@ -13,7 +13,7 @@ setup: $(BIN)/activate
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[cpu,dev,postgres]'
 
-# Main job: demo study (synthetic data, 2 classes x 8 trials, CPU) → promotion to the MLflow registry.
+# Main job: demo study (synthetic data, 2 classes x 6 trials, CPU) → promotion to the MLflow registry.
 demo: setup
 	$(BIN)/ssad study run studies/demo.yaml --resume
 	$(BIN)/ssad promote studies/demo.yaml
