@@ -25,7 +25,12 @@ class SsadPyfunc(PythonModel):
 
         self.detector = Detector.load(context.artifacts["detector"])
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # model_input: a DataFrame (MLflow's serving input), or in Python an image array or a list of
+    # arrays. The DataFrame hint is one MLflow infers no schema from, so it validates nothing (by
+    # design: three input kinds) and does not advise adding a type hint at every save and load.
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
             if "path" not in model_input.columns:
                 raise ValueError("DataFrame input needs a 'path' column of image files")

@@ -31,7 +31,6 @@ import threading
 import time
 import urllib.request
 import uuid
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -678,10 +677,7 @@ class StudyTracker:
         import ssad
 
         client = self.client
-        with tempfile.TemporaryDirectory(prefix="ssad-pyfunc-") as tmp, warnings.catch_warnings():
-            # predict takes a DataFrame of paths, an image array or a list of arrays on purpose;
-            # one type hint would narrow that, so MLflow's hint (printed at every save) is muted
-            warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
+        with tempfile.TemporaryDirectory(prefix="ssad-pyfunc-") as tmp:
             local = Path(tmp) / "model"
             mlflow.pyfunc.save_model(
                 str(local),

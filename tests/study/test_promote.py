@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 
 from ssad.cli import main
 from ssad.config import load_config
+from ssad.data.images import read_image
 from ssad.detector import Detector
 from ssad.study.promote import promote
 from ssad.study.runner import run_study
@@ -114,6 +115,8 @@ def test_promote_register_and_predict(
     frame = model.predict(pd.DataFrame({"path": [str(p) for p in paths]}))
     np.testing.assert_allclose(frame["score"].to_numpy(), scores, rtol=1e-4, atol=1e-5)
     assert frame["anomalous"].dtype == bool
+    one = model.predict(read_image(paths[0]))  # an RGB array passes MLflow's input handling as is
+    np.testing.assert_allclose(one["score"].to_numpy(), scores[:1], rtol=1e-4, atol=1e-5)
 
     # ssad predict on a folder with a grayscale, an RGBA and a corrupt file
     folder = tmp_path / "inbox"
@@ -169,3 +172,18 @@ def test_promotion_trainings_validate_once(make_spec, tmp_path: Path) -> None:
     assert reseed.train.seed == spec.base.train.seed + 3
     final = _final_config(spec, "brick", cand)
     assert final.train.val_every == 0 and final.train.phase2_epochs == 4
+
+
+def test_the_pyfunc_model_file_runs_without_mlflows_type_hint_advice() -> None:
+    """MLflow runs the model file at every save and load; its advice to type-hint ``predict``
+    (which takes paths, arrays or lists on purpose) is not printed."""
+    import runpy
+    import warnings
+
+    from ssad.study.tracking import PYFUNC_CODE
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        namespace = runpy.run_path(str(PYFUNC_CODE))
+    assert "SsadPyfunc" in namespace
+    assert not [w for w in caught if "type hint" in str(w.message).lower()], caught
