@@ -24,7 +24,7 @@ import pandas as pd
 
 from ssad.study import stats
 from ssad.study.leaderboard import best_configs, trials_frame
-from ssad.study.report import short_number
+from ssad.study.report import p_value, short_number
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import StudyTracker
 
@@ -231,16 +231,10 @@ def format_table(
             )
             lines.append(
                 f"| {scope} | {r['variant']} | {r['n']} | {f(r['mean'])} ± {f(r['std'])} | "
-                f"[{f(r['ci_low'])}, {f(r['ci_high'])}] | {diff} | {'' if base else _p(r['p'])} | "
-                f"{'' if base else _p(r['p_holm'])} | {r['test']} | {r['verdict']} |"
+                f"[{f(r['ci_low'])}, {f(r['ci_high'])}] | {diff} | {'' if base else p_value(r['p'])} | "
+                f"{'' if base else p_value(r['p_holm'])} | {r['test']} | {r['verdict']} |"
             )
     return "\n".join(lines)
-
-
-def _p(value: float) -> str:
-    if not math.isfinite(value):
-        return "–"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def log_results(

@@ -42,6 +42,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from ssad.config import Config, read_yaml_mapping
 from ssad.study.leaderboard import leaderboard, trials_frame
+from ssad.study.report import p_value
 from ssad.study.spec import SearchSpace, StudySpec
 from ssad.study.tracking import TRACKING_ERRORS, StudyTracker
 
@@ -1031,11 +1032,10 @@ def _forest(data: DashboardData, panel: Panel) -> plt.Figure:
                 capsize=3,
                 lw=2 if pooled else 1.2,
             )
-        p_holm = f"p_holm {r.p_holm:.3g}" if pd.notna(r.p_holm) else "p_holm –"
         ax.text(
             1.01,
             y,
-            f"{p_holm} ({r.test or 'no test'}, {r.pairs} pairs)",
+            f"p_holm {p_value(r.p_holm)} ({r.test or 'no test'}, {r.pairs} pairs)",
             transform=ax.get_yaxis_transform(),
             va="center",
             fontsize=7,

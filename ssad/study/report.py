@@ -66,6 +66,13 @@ def short_number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def p_value(value: float | None) -> str:
+    """A p-value as the tables print it: 3 decimals, ``<0.001`` below that, ``–`` when missing."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def _parse(value: Any) -> Any:
     """MLflow params come back as strings: numbers, booleans and None turned back into values."""
     if not isinstance(value, str):

@@ -510,7 +510,7 @@ def test_forest_rows_labels_and_colours() -> None:
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == variants + [f"{v} · {c}" for c in ("a", "b") for v in variants]
     texts = [t.get_text() for t in ax.texts]
-    assert texts[0] == "p_holm 0.03 (paired t, 6 pairs)" and texts[3].endswith("3 pairs)")
+    assert texts[0] == "p_holm 0.030 (paired t, 6 pairs)" and texts[3].endswith("3 pairs)")
     bars = [c for c in ax.containers]  # one errorbar per row, in row order
     assert len(bars) == 9
     x, _ = bars[0].lines[0].get_data()

@@ -16,6 +16,7 @@ from ssad.study.report import (
     config_changes,
     format_changes,
     leading,
+    p_value,
     readable,
     short_number,
     trial_name,
@@ -73,6 +74,22 @@ def test_tune_table_shows_metric_epoch_phase_first() -> None:
 )
 def test_short_number(value, text: str) -> None:
     assert short_number(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.38712, "0.387"),
+        (0.0206, "0.021"),
+        (1.0, "1.000"),
+        (0.00049, "<0.001"),
+        (0.0, "<0.001"),
+        (float("nan"), "–"),
+        (None, "–"),
+    ],
+)
+def test_p_values_print_alike_in_tables_and_dashboards(value, text: str) -> None:
+    assert p_value(value) == text
 
 
 def test_config_changes_reads_mlflow_strings() -> None:
