@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +38,14 @@ def _detector(trial_dir: Path) -> Path | None:
 def run(spec_path: Path) -> dict:
     spec = load_spec(spec_path)
     root = spec.storage_path / spec.name
-    pattern = re.compile(
-        rf"^({'|'.join(map(re.escape, spec.classes))})-(.+)-s(\d+)$"
-    )  # <class>-<variant>-s<seed>
     rows = []
     for trial_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        m = pattern.match(trial_dir.name)
-        folder = _detector(trial_dir) if m else None
-        if folder is None:
+        folder = _detector(trial_dir)
+        last = _last_result(trial_dir) if folder is not None else {}
+        config = last.get("config", {})  # the trial's class, variant and seed, as Tune ran it
+        if "variant" not in config:
             continue
-        cls, variant, seed = m.group(1), m.group(2), int(m.group(3))
-        last = _last_result(trial_dir)
+        cls, variant, seed = config["class_name"], config["variant"], int(config["seed"])
         test = evaluate_saved(folder, split="test", artifacts=False)
         rows.append(
             {

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 __all__ = [
+    "CATEGORIES",
     "PRESETS",
     "Config",
     "ConfigError",
@@ -32,6 +33,9 @@ __all__ = [
     "load_config",
     "parse_overrides",
 ]
+
+
+CATEGORIES = ("texture", "object")  # a class's kind: data.category, train.categories
 
 
 class ConfigError(ValueError):
@@ -109,7 +113,7 @@ class TrainConfig:
     # pretrained weights (0 epochs, resolved per class into the saved config: ssad.train.
     # class_config). The cpu preset trains textures only (README, "Does the self-supervised
     # training help?").
-    categories: tuple[str, ...] = ("texture", "object")
+    categories: tuple[str, ...] = CATEGORIES
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 96
@@ -275,9 +279,9 @@ class Config:
         for key in ("phase1_epochs", "phase2_epochs"):
             if getattr(t, key) < 0:
                 fail(f"train.{key}", "must be >= 0")
-        if set(t.categories) - {"texture", "object"} or len(set(t.categories)) != len(t.categories):
+        if set(t.categories) - set(CATEGORIES) or len(set(t.categories)) != len(t.categories):
             fail("train.categories", f"texture and/or object, each once, got {list(t.categories)}")
-        frozen_somewhere = set(t.categories) != {"texture", "object"}  # some classes: 0 epochs
+        frozen_somewhere = set(t.categories) != set(CATEGORIES)  # some classes: 0 epochs
         if t.phase1_epochs + t.phase2_epochs == 0 or frozen_somewhere:  # pretrained, untrained
             if m.fill == "fifo":
                 fail(

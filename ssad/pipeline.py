@@ -47,7 +47,6 @@ def splits(config: Config, data: ClassData) -> tuple[ClassData, LabelledImages, 
     keep = tuple(p for i, p in enumerate(data.train) if i not in held)
     images = [read_image(data.train[i], d.image_size) for i in sorted(held)]
     masks = [foreground_mask(im, category=data.category) for im in images]
-    # the seed's fixed defect ranges, never the trial's own (searched) defects.*
     imgs, labels, gts = synthetic_anomalies(images, masks, seed=d.split_seed, draws=d.val_draws)
     names = [f"{'synthetic' if y else 'good'}/{i:03d}" for i, y in enumerate(labels)]
     return replace(data, train=keep), LabelledImages(imgs, labels, gts, names), list(data.test)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ssad.bank import build_bank, fifo_positions
-from ssad.config import Config
+from ssad.config import CATEGORIES, Config
 from ssad.data.images import read_image
 from ssad.data.masks import class_foreground, foreground_mask
 from ssad.data.mvtec import ClassData, class_info, list_classes
@@ -121,10 +121,14 @@ def class_category(config: Config) -> str:
     return class_info(config.data.root, config.data.class_name)[0]
 
 
-def scheduled_epochs(config: Config, category: str) -> int:
-    """Epochs a class of ``category`` trains: 0 unless ``train.categories`` names it."""
+def scheduled_epochs(config: Config, category: str | None = None) -> int:
+    """Epochs the class of ``config`` trains: 0 unless ``train.categories`` names its category
+    (``category``, or :func:`class_category`, read only when some category is left out)."""
     t = config.train
-    return t.phase1_epochs + t.phase2_epochs if category in t.categories else 0
+    total = t.phase1_epochs + t.phase2_epochs
+    if set(t.categories) >= set(CATEGORIES):
+        return total
+    return total if (category or class_category(config)) in t.categories else 0
 
 
 def class_config(config: Config, data: ClassData) -> Config:

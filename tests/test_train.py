@@ -11,6 +11,7 @@ import torch
 
 from ssad.bank import build_bank, normal_features, position_stats
 from ssad.data.images import read_image, to_tensor
+from ssad.data.mvtec import DatasetError
 from ssad.detector import Detector, DetectorError
 from ssad.evaluate import evaluate, score_images
 from ssad.localize import window_embeddings
@@ -377,6 +378,14 @@ def test_categories_a_preset_does_not_train_resolve_to_zero_epochs(make_config) 
     assert (texture.phase1_epochs, texture.phase2_epochs) == (1, 1)
     assert (obj.phase1_epochs, obj.phase2_epochs) == (0, 0) and obj.categories == ("texture",)
     assert scheduled_epochs(brick, "texture") == 2 and scheduled_epochs(gelcap, "object") == 0
+    # without a category, the class's own is read from its data set (ssad_classes.yaml)
+    assert scheduled_epochs(brick) == 2 and scheduled_epochs(gelcap) == 0
+    # when every category trains, no data set is read (the callback's case, any machine)
+    nowhere = brick.with_overrides({"data.root": "/nonexistent", "train.categories": []})
+    everything = nowhere.with_overrides({"train.categories": ["texture", "object"]})
+    assert scheduled_epochs(everything) == 2
+    with pytest.raises(DatasetError, match="/nonexistent"):
+        scheduled_epochs(nowhere)
     history = fit(gelcap, load_data(gelcap)).history
     assert [(h.epoch, h.phase) for h in history] == [(0, 0)]
 

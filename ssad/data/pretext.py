@@ -141,19 +141,18 @@ def synthetic_anomalies(
     *,
     seed: int,
     draws: int = 1,
-    defects: DefectsConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A labelled validation set from held-out normal images only: each image once as it is
     (label 0) and ``draws`` times with a big defect or a scar (alternating, image-mode ranges,
     label 1), each draw from its own seeded generator.
 
-    ``defects``: the defect ranges, the seed's fixed defaults when None. A study's validation
+    The defect ranges are the seed's fixed defaults (``DefectsConfig()``): a study's validation
     set must not depend on the trial's own (searched) ``defects.*``, or a search over them
     would change what it is judged on.
 
     Returns images (N + N * draws, H, W, 3) uint8, labels, masks (…, H, W) bool.
     """
-    d = defects or DefectsConfig()
+    d = DefectsConfig()
     out_images, labels, masks = [], [], []
     for i, (image, fg) in enumerate(zip(images, fg_masks)):
         out_images.append(image)

@@ -44,7 +44,7 @@ from ssad.study.tracking import (
     unreachable,
 )
 from ssad.study.trial import resolve_trial_config
-from ssad.train import class_category, scheduled_epochs
+from ssad.train import scheduled_epochs
 
 __all__ = ["LOGGED", "RETRY_S", "MlflowTrials", "epoch_metrics", "error_text", "result_start_ms"]
 
@@ -167,10 +167,7 @@ class MlflowTrials(Callback):
         """``finished`` when the trial ran its own schedule (an ablation's variants may train
         for fewer epochs), else ``stopped`` (by the scheduler)."""
         cfg = resolve_trial_config(self.base, trial.config)
-        trains = set(cfg.train.categories)
-        # the class's category matters only when train.categories leaves one out
-        category = "texture" if trains >= {"texture", "object"} else class_category(cfg)
-        return "finished" if epochs >= scheduled_epochs(cfg, category) else "stopped"
+        return "finished" if epochs >= scheduled_epochs(cfg) else "stopped"
 
     @contextmanager
     def final_artifacts(self, trial, status: str) -> Iterator[tuple[Path | None, dict[str, str]]]:
