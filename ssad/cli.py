@@ -116,15 +116,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ssad.data.images import ImageError, read_image
-    from ssad.detector import REGISTRY_PREFIXES, Detector
     from ssad.plots import heatmap_overlays
+    from ssad.runtimes import load_predictor
 
-    source = args.model
-    if source.startswith(REGISTRY_PREFIXES):  # the MLflow adapter resolves it to a folder
-        from ssad.study.tracking import download_detector
-
-        source = download_detector(source, tracking_uri=args.tracking_uri)
-    det = Detector.load(source)
+    det = load_predictor(_detector_folder(args.model, args.tracking_uri), args.backend)
     paths = collect_images(args.images)
     images, kept = [], []
     for p in paths:
@@ -169,6 +164,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     if len(kept) < len(paths):
         print(f"{len(paths) - len(kept)} file(s) skipped (see messages above)")
+    return 0
+
+
+def _detector_folder(source: str, tracking_uri: str | None) -> str:
+    """A detector folder, or a models:/ or runs:/ URI downloaded to one by the MLflow adapter."""
+    from ssad.detector import REGISTRY_PREFIXES
+
+    if source.startswith(REGISTRY_PREFIXES):
+        from ssad.study.tracking import download_detector
+
+        return download_detector(source, tracking_uri=tracking_uri)
+    return source
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ssad.detector import Detector
+    from ssad.export import export_detector
+
+    folder = _detector_folder(args.model, args.tracking_uri)
+    out = export_detector(
+        Detector.load(folder, device="cpu"),
+        args.out,
+        formats=tuple(args.format),
+        bank_size=args.bank_size,
+        source=args.model,
+    )
+    check = json.loads((out / "export.json").read_text())["check"]
+    for fmt in args.format:
+        print(f"{fmt}: max |score - torch's| {check[fmt]['max_abs_score']:.2g} on {check['images']} images")
+    print(f"exported {args.model} → {out} (README.txt there says how to run it)")
     return 0
 
 
@@ -419,7 +444,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="MLflow store for models:/ URIs (default: $MLFLOW_TRACKING_URI "
         "or sqlite:///runs/mlflow.db)",
     )
+    pr.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "openvino"],
+        default="torch",
+        help="torch: the detector itself (FAISS bank); onnx / openvino: its export "
+        "(the folder's export/, written by ssad export or promotion)",
+    )
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="a run folder or models:/ URI → ONNX / OpenVINO graph")
+    ex.add_argument("model")
+    ex.add_argument("--format", nargs="+", choices=["onnx", "openvino"], default=["onnx"])
+    ex.add_argument("--out", required=True, type=Path, help="export folder to write")
+    ex.add_argument(
+        "--bank-size",
+        type=int,
+        help="keep a greedy coreset of this many bank vectors (required above 16,384)",
+    )
+    ex.add_argument("--tracking-uri", help="MLflow store for models:/ URIs")
+    ex.set_defaults(func=cmd_export)
 
     prom = sub.add_parser("promote", help="best per-class configs → final models → MLflow registry")
     prom.add_argument("spec", type=Path)

@@ -1,0 +1,360 @@
+"""Export a detector to one ONNX / OpenVINO graph: uint8 RGB images → (image score, anomaly map).
+
+The graph holds the whole dense scoring path of :func:`ssad.evaluate.score_images`: the
+BatchNorm-folded backbone's dense features, the memory bank as a constant with an exact
+nearest-neighbour search (matmul + top-k, as anomalib exports PatchCore), the per-position
+calibration, the upsampling to image size, the Gaussian smoothing and the image score. An export
+folder is self-describing::
+
+    model.onnx      the graph (input ``image`` uint8 (B, S, S, 3) RGB; outputs ``score`` (B,),
+                    ``map`` (B, S, S))
+    model.xml/.bin  the same graph in OpenVINO's IR (``--format openvino``)
+    export.json     class, threshold, input size and preprocessing, bank, ssad version, config,
+                    the graph files' SHA-256, and the export-time check against torch
+    README.txt      how to run it without ssad
+
+Only ``eval.scoring: dense`` detectors export: windows scoring embeds hundreds of crops per image
+and GradCAM needs a backward pass, neither of which belongs in an inspection graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssad.config import Config
+from ssad.detector import Detector, DetectorError
+from ssad.localize import DENSE_STRIDE, interpolation_matrix
+from ssad.memory import MemoryBank, coreset_indices
+from ssad.model import SSADNet, for_inference
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "MAX_GRAPH_BANK",
+    "ExportError",
+    "ScoringGraph",
+    "export_detector",
+    "gaussian_kernel",
+]
+
+EXPORT_FORMATS = ("onnx", "openvino")
+EXPORT_VERSION = 1
+# Bank vectors searched exactly inside the graph. The search costs positions x vectors x dim
+# multiply-adds per image (1,024 x 4,096 x 152 = 0.6 G at 256 px): beyond this it is slower than
+# FAISS's IVF in ``--backend torch`` and the graph file grows past ~10 MB of bank.
+MAX_GRAPH_BANK = 16384
+# The coreset an export keeps of a larger bank when asked for none (``--bank-size``): 5% of the
+# cpu preset's 61,440 positions kept pixel AUROC to 0.998 of the full bank (docs/deploy.md).
+DEFAULT_BANK_SIZE = 4096
+METADATA = "export.json"
+
+
+class ExportError(DetectorError):
+    """A detector can't be exported, or an export folder is damaged or doesn't fit (names the
+    file)."""
+
+
+def gaussian_kernel(sigma: float, truncate: float = 3.0) -> np.ndarray:
+    """The 1-D kernel of ``scipy.ndimage.gaussian_filter(sigma, truncate)``, normalised."""
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return (w / w.sum()).astype(np.float32)
+
+
+class ScoringGraph(nn.Module):
+    """The dense scoring path as one module, for export (and as its torch reference).
+
+    Args:
+        model: the trained network (its BatchNorm is folded here).
+        vectors: bank vectors (N, D) as the bank stores them (unit rows for ``cosine``).
+        config: the detector's resolved config (metric, k, calibration, smoothing, image score).
+        positions: per-position statistics (2, h, w) for ``eval.position_norm``, or None.
+    """
+
+    def __init__(
+        self,
+        model: SSADNet,
+        vectors: np.ndarray,
+        config: Config,
+        positions: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        ev, mem = config.eval, config.memory
+        size = config.data.image_size
+        self.model = for_inference(model).eval()
+        self.stages = tuple(ev.dense_stages)
+        self.metric, self.k = mem.metric, min(mem.k, len(vectors))
+        self.norm, self.image_score, self.topk = ev.position_norm, ev.image_score, ev.topk
+        bank = torch.as_tensor(np.ascontiguousarray(vectors, dtype=np.float32))
+        # L2 distances are translation-invariant: centring bank and queries on the bank's mean
+        # keeps |q|^2 + |b|^2 - 2 q.b from cancelling away float32 digits
+        centre = bank.mean(0) if self.metric == "l2" else torch.zeros(bank.shape[1])
+        bank = bank - centre
+        self.register_buffer("centre", centre)
+        self.register_buffer("bank_t", bank.t().contiguous())
+        self.register_buffer("bank_sq", (bank * bank).sum(1))
+        if self.norm != "none":
+            if positions is None:
+                raise ExportError(
+                    f"eval.position_norm={self.norm}, but the bank has no position statistics"
+                )
+            mean, std = (torch.as_tensor(p, dtype=torch.float32) for p in positions)
+            self.register_buffer("pos_mean", mean)
+            self.register_buffer("pos_std", std)
+        grid = size // DENSE_STRIDE
+        centres = np.arange(grid) * DENSE_STRIDE + (DENSE_STRIDE - 1) / 2.0
+        self.register_buffer("upsample", torch.as_tensor(interpolation_matrix(centres, size)))
+        self.sigma = float(ev.map_sigma)
+        if self.sigma > 0:
+            self.register_buffer("kernel", torch.as_tensor(gaussian_kernel(self.sigma)))
+
+    def knn(self, q: torch.Tensor) -> torch.Tensor:
+        """Mean distance of each query (B, P, D) to its k nearest bank vectors → (B, P)."""
+        if self.metric == "cosine":
+            q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            sim = torch.topk(q @ self.bank_t, self.k, dim=-1).values
+            dist = ((1.0 - sim) / 2.0).clamp(0.0, 1.0)
+        else:
+            q = q - self.centre
+            sq = (q * q).sum(-1, keepdim=True) + self.bank_sq - 2.0 * (q @ self.bank_t)
+            near = torch.topk(sq, self.k, dim=-1, largest=False).values
+            dist = near.clamp_min(0.0).sqrt()
+        return dist.mean(-1)
+
+    def calibrate(self, grid: torch.Tensor) -> torch.Tensor:
+        """:func:`ssad.localize.normalize_positions` on a (B, h, w) grid."""
+        if self.norm == "none":
+            return grid
+        mean = self.pos_mean
+        if self.norm == "shift":
+            out = grid - mean + mean.mean()
+        else:  # zscore
+            floor = 0.5 * float(self.pos_std.median())
+            std = self.pos_std.clamp_min(max(floor, 1e-12))
+            out = mean.mean() + self.pos_std.mean() * (grid - mean) / std
+        return out.clamp_min(0.0)
+
+    def smooth(self, maps: torch.Tensor) -> torch.Tensor:
+        """``scipy.ndimage.gaussian_filter(maps, (0, σ, σ), mode="nearest", truncate=3)``."""
+        if self.sigma <= 0:
+            return maps
+        r = (len(self.kernel) - 1) // 2
+        x = maps[:, None]
+        x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), self.kernel.view(1, 1, -1, 1))
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), self.kernel.view(1, 1, 1, -1))
+        return x[:, 0]
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image: uint8 RGB (B, S, S, 3) → score (B,), map (B, S, S)."""
+        x = image.permute(0, 3, 1, 2).float() / 255.0
+        f = self.model.local_features(x, self.stages)  # (B, C, h, w)
+        b, c, h, w = f.shape
+        grid = self.knn(f.permute(0, 2, 3, 1).reshape(b, h * w, c)).reshape(b, h, w)
+        grid = self.calibrate(grid)
+        maps = self.smooth(self.upsample @ grid @ self.upsample.t())
+        if self.image_score == "max":
+            score = maps.flatten(1).amax(dim=1)
+        else:
+            score = torch.topk(grid.flatten(1), min(self.topk, h * w), dim=1).values.mean(1)
+        return score, maps
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_bank(det: Detector, bank_size: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The vectors the graph searches: the whole bank, or a greedy coreset of ``bank_size``.
+
+    Raises :class:`ExportError` when the bank is larger than :data:`MAX_GRAPH_BANK` and no
+    ``bank_size`` says how much of it to keep.
+    """
+    vectors = det.bank.vectors
+    n, dim = vectors.shape
+    if bank_size is None and n > MAX_GRAPH_BANK:
+        raise ExportError(
+            f"the bank holds {n:,} vectors of size {dim} ({vectors.nbytes / 2**20:.0f} MB); an "
+            f"in-graph search over more than {MAX_GRAPH_BANK:,} is too slow and too large. Pass "
+            f"--bank-size N (a greedy coreset; {DEFAULT_BANK_SIZE} is the default of promotion) "
+            "or serve this detector with --backend torch (FAISS)"
+        )
+    if bank_size is not None and not 1 <= bank_size <= MAX_GRAPH_BANK:
+        raise ExportError(f"--bank-size must be in 1..{MAX_GRAPH_BANK:,}, got {bank_size}")
+    info = {"vectors": n, "dim": dim, "coreset": False}
+    if bank_size is not None and bank_size < n:
+        keep = np.sort(coreset_indices(vectors, bank_size, seed=det.config.train.seed))
+        vectors = np.ascontiguousarray(vectors[keep])
+        info = {"vectors": bank_size, "dim": dim, "coreset": True, "of": n}
+    return vectors, info
+
+
+def refuse_unexportable(det: Detector, where: str) -> None:
+    ev = det.config.eval
+    if ev.scoring != "dense":
+        how = "GradCAM maps" if det.config.pretext.mode == "image" else "windows (crops)"
+        raise ExportError(
+            f"{where}: eval.scoring={ev.scoring} scores {how}; only eval.scoring=dense detectors "
+            "export (the cpu preset). Serve this one with --backend torch, or retrain with "
+            "--preset cpu"
+        )
+
+
+def reference(det: Detector, vectors: np.ndarray) -> Detector:
+    """The torch detector that scores exactly as the export: the same bank vectors, searched
+    exactly (flat index), with the detector's position statistics."""
+    mem = det.config.memory
+    bank = MemoryBank(
+        vectors.shape[1], size=len(vectors), metric=mem.metric, backend="cpu", index="flat"
+    )
+    bank.add(vectors)  # already as the bank stores them: normalising unit rows changes nothing
+    bank.positions = det.bank.positions
+    return Detector(model=det.model, bank=bank, config=det.config, threshold=det.threshold,
+                    info=det.info)
+
+
+def _check_images(size: int, seed: int, n: int = 4) -> np.ndarray:
+    """Smooth random RGB images (B, S, S, 3) for the export-time check."""
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 256, size=(n, 8, 8, 3)).astype(np.float32)
+    big = F.interpolate(torch.as_tensor(low).permute(0, 3, 1, 2), size=(size, size),
+                        mode="bilinear", align_corners=False)
+    return big.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def export_detector(
+    det: Detector,
+    out_dir: str | Path,
+    *,
+    formats: tuple[str, ...] = ("onnx",),
+    bank_size: int | None = None,
+    source: str = "",
+) -> Path:
+    """Write ``det`` as a self-describing export folder (see the module docstring).
+
+    The graph is checked against the torch detector with the same bank before the folder is
+    finished; the largest differences are recorded in ``export.json`` (``check``).
+    """
+    out = Path(out_dir)
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown:
+        raise ExportError(f"--format: {' | '.join(EXPORT_FORMATS)}, got {unknown[0]!r}")
+    refuse_unexportable(det, source or "detector")
+    vectors, bank_info = export_bank(det, bank_size)
+    graph = ScoringGraph(det.model.cpu(), vectors, det.config, det.bank.positions).eval()
+    size = det.size
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "model.onnx"
+    dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer's notes on shape-dependent Python branches: the input size is fixed
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (dummy,),
+            str(onnx_path),
+            input_names=["image"],
+            output_names=["score", "map"],
+            dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"}, "map": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    files = {"onnx": onnx_path.name}
+    if "openvino" in formats:
+        import openvino as ov
+
+        # full precision: save_model halves weights to fp16 by default
+        ov.save_model(
+            ov.convert_model(str(onnx_path)), str(out / "model.xml"), compress_to_fp16=False
+        )
+        files["openvino"] = "model.xml"
+    hashes = {p.name: _sha256(p) for p in sorted(out.glob("model.*"))}
+    meta = {
+        "ssad_export": EXPORT_VERSION,
+        "ssad_version": _version(),
+        "source": source,
+        "class_name": det.info.get("class_name", det.config.data.class_name),
+        "category": det.info.get("category"),
+        "threshold": det.threshold,
+        "input": {
+            "name": "image",
+            "shape": ["batch", size, size, 3],
+            "dtype": "uint8",
+            "color": "RGB",
+            "resize": f"to {size}x{size} with area interpolation (cv2.INTER_AREA), aspect "
+            "ratio not kept; grayscale repeated to 3 channels, RGBA composited over black",
+            "normalisation": "inside the graph (x / 255, then the backbone's mean and std)",
+        },
+        "outputs": {"score": ["batch"], "map": ["batch", size, size]},
+        "bank": bank_info | {"metric": det.config.memory.metric, "k": graph.k},
+        "files": files,
+        "sha256": hashes,
+        "config": asdict(det.config),
+    }
+    meta["check"] = _check(det, vectors, out, meta)
+    (out / METADATA).write_text(json.dumps(meta, indent=2, default=str))
+    (out / "README.txt").write_text(_readme(meta))
+    return out
+
+
+def _check(det: Detector, vectors: np.ndarray, out: Path, meta: dict[str, Any]) -> dict:
+    """Largest |difference| of each runtime's outputs from the torch reference, on smooth
+    random images; an export that disagrees by more than 1e-3 relative is not written."""
+    from ssad.runtimes import open_runtime
+
+    images = _check_images(det.size, det.config.train.seed)
+    want_s, want_m = reference(det, vectors).predict(images)
+    report = {"images": len(images)}
+    for fmt in meta["files"]:
+        got_s, got_m = open_runtime(out, fmt, meta).run(images)
+        ds = float(np.abs(got_s - want_s).max())
+        dm = float(np.abs(got_m - want_m).max())
+        scale = float(np.abs(want_m).max()) or 1.0
+        report[fmt] = {"max_abs_score": ds, "max_abs_map": dm, "max_map": scale}
+        if dm > 1e-3 * scale:
+            raise ExportError(
+                f"{out / meta['files'][fmt]}: {fmt} maps differ from torch's by {dm:.3g} "
+                f"(maps up to {scale:.3g}); the graph does not reproduce the detector"
+            )
+    return report
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ssad")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _readme(meta: dict[str, Any]) -> str:
+    size = meta["input"]["shape"][1]
+    th = meta["threshold"]
+    return f"""ssad export: class {meta["class_name"]}, input {size}x{size} RGB uint8.
+
+Run (no ssad needed; pip install onnxruntime opencv-python-headless numpy):
+
+    import cv2, numpy as np, onnxruntime as ort
+    rgb = cv2.cvtColor(cv2.imread("image.png"), cv2.COLOR_BGR2RGB)
+    x = cv2.resize(rgb, ({size}, {size}), interpolation=cv2.INTER_AREA)[None]
+    score, amap = ort.InferenceSession("model.onnx").run(None, {{"image": x}})
+    anomalous = score[0] >= {th}   # the detector's threshold (export.json)
+
+OpenVINO (model.xml, when exported): openvino.Core().compile_model("model.xml", "CPU")(x).
+With ssad: ssad predict THIS_FOLDER IMAGES... --backend onnx|openvino --out DIR.
+export.json holds the preprocessing, the bank, the training config and the SHA-256 of the graph.
+"""
