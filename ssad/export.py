@@ -222,16 +222,21 @@ def reference(det: Detector, vectors: np.ndarray) -> Detector:
     )
     bank.add(vectors)  # already as the bank stores them: normalising unit rows changes nothing
     bank.positions = det.bank.positions
-    return Detector(model=det.model, bank=bank, config=det.config, threshold=det.threshold,
-                    info=det.info)
+    return Detector(
+        model=det.model, bank=bank, config=det.config, threshold=det.threshold, info=det.info
+    )
 
 
 def _check_images(size: int, seed: int, n: int = 4) -> np.ndarray:
     """Smooth random RGB images (B, S, S, 3) for the export-time check."""
     rng = np.random.default_rng(seed)
     low = rng.integers(0, 256, size=(n, 8, 8, 3)).astype(np.float32)
-    big = F.interpolate(torch.as_tensor(low).permute(0, 3, 1, 2), size=(size, size),
-                        mode="bilinear", align_corners=False)
+    big = F.interpolate(
+        torch.as_tensor(low).permute(0, 3, 1, 2),
+        size=(size, size),
+        mode="bilinear",
+        align_corners=False,
+    )
     return big.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
 
 

@@ -20,8 +20,14 @@ import numpy as np
 from ssad.data.images import read_image, resize_square, to_rgb
 from ssad.detector import Detector, DetectorError
 
-__all__ = ["BACKENDS", "ExportRuntime", "Predictor", "export_folder", "load_predictor",
-           "open_runtime"]
+__all__ = [
+    "BACKENDS",
+    "ExportRuntime",
+    "Predictor",
+    "export_folder",
+    "load_predictor",
+    "open_runtime",
+]
 
 BACKENDS = ("torch", "onnx", "openvino")
 EXPORT_SUBDIR = "export"
@@ -33,8 +39,9 @@ class Predictor(Protocol):
     threshold: float | None
     size: int
 
-    def predict(self, images: Sequence[np.ndarray | str | Path] | np.ndarray) -> tuple[
-        np.ndarray, np.ndarray]: ...
+    def predict(
+        self, images: Sequence[np.ndarray | str | Path] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def decide(self, scores: np.ndarray) -> np.ndarray: ...
 
@@ -172,8 +179,9 @@ class ExportedDetector:
 
     def predict(self, images) -> tuple[np.ndarray, np.ndarray]:
         batch = np.stack([self._prepare(im) for im in images])
-        parts = [self.runtime.run(batch[i : i + self.BATCH]) for i in range(0, len(batch),
-                                                                           self.BATCH)]
+        parts = [
+            self.runtime.run(batch[i : i + self.BATCH]) for i in range(0, len(batch), self.BATCH)
+        ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
@@ -191,14 +199,20 @@ def _check_fits(folder: Path, export: ExportedDetector) -> None:
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     want = info.get("class_name")
     if want and export.meta.get("class_name") != want:
-        raise _fail(meta_path, f"an export of class {export.meta.get('class_name')!r}, but "
-                    f"{info_path} is class {want!r}")
+        raise _fail(
+            meta_path,
+            f"an export of class {export.meta.get('class_name')!r}, but "
+            f"{info_path} is class {want!r}",
+        )
     from ssad.config import load_config
 
     size = load_config(folder / "config.yaml", overrides={"model.weights": "none"}).data.image_size
     if size != export.size:
-        raise _fail(meta_path, f"an export for {export.size} px images, but "
-                    f"{folder / 'config.yaml'} trains at {size} px")
+        raise _fail(
+            meta_path,
+            f"an export for {export.size} px images, but "
+            f"{folder / 'config.yaml'} trains at {size} px",
+        )
 
 
 def load_predictor(source: str | Path, backend: str = "torch") -> Predictor:

@@ -74,8 +74,9 @@ def test_export_equals_the_torch_detector(detectors, tiny_root, cls: str, backen
     meta = json.loads((detectors[cls] / "export" / "export.json").read_text())
     assert meta["class_name"] == cls and meta["input"]["shape"] == ["batch", 64, 64, 3]
     assert meta["bank"]["coreset"] is False and meta["check"][backend]["max_abs_score"] < 1e-4
-    assert meta["threshold"] == pytest.approx(json.loads(
-        (detectors[cls] / "detector.json").read_text())["threshold"])
+    assert meta["threshold"] == pytest.approx(
+        json.loads((detectors[cls] / "detector.json").read_text())["threshold"]
+    )
 
 
 def test_images_of_another_size_are_resized_as_torch_does(detectors) -> None:
@@ -88,8 +89,9 @@ def test_images_of_another_size_are_resized_as_torch_does(detectors) -> None:
 
 def test_windows_scoring_is_refused_with_a_reason(make_config, tmp_path: Path) -> None:
     folder = tmp_path / "windows"
-    train_class(make_config("gelcap", **{"train.phase2_epochs": 0}), out_dir=folder,
-                artifacts=False)
+    train_class(
+        make_config("gelcap", **{"train.phase2_epochs": 0}), out_dir=folder, artifacts=False
+    )
     with pytest.raises(ExportError, match=r"eval.scoring=windows .*--backend torch"):
         export_detector(Detector.load(folder, device="cpu"), tmp_path / "out")
 
@@ -105,8 +107,12 @@ def test_a_bank_too_large_names_its_size_and_the_way_out(detectors, tmp_path: Pa
     out = export_detector(det, tmp_path / "out", bank_size=300)
     meta = json.loads((out / "export.json").read_text())
     assert meta["bank"] | {"metric": None, "k": None} == {
-        "vectors": 300, "of": MAX_GRAPH_BANK + 1, "dim": det.bank.dim, "coreset": True,
-        "metric": None, "k": None,
+        "vectors": 300,
+        "of": MAX_GRAPH_BANK + 1,
+        "dim": det.bank.dim,
+        "coreset": True,
+        "metric": None,
+        "k": None,
     }
     images = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     got, _ = load_predictor(out, "onnx").predict(images)
@@ -138,8 +144,20 @@ def test_a_damaged_export_is_refused_naming_the_file(detectors, tmp_path, case, 
         load_predictor(folder, "onnx")
     assert str(err.value).startswith(str(folder / "export" / name)) and "\n" not in str(err.value)
     capsys.readouterr()
-    assert main(["predict", str(folder), str(tmp_path), "--backend", "onnx",
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(folder),
+                str(tmp_path),
+                "--backend",
+                "onnx",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.startswith(f"error: {folder / 'export' / name}")
 
 
@@ -168,16 +186,22 @@ def test_no_export_says_how_to_make_one(make_config, detectors, tmp_path: Path) 
 def test_cli_export_and_predict_backends_agree(detectors, tiny_root, tmp_path, capsys) -> None:
     folder = tmp_path / "det"
     shutil.copytree(detectors["brick"], folder, ignore=shutil.ignore_patterns("export"))
-    assert main(["export", str(folder), "--format", "onnx", "openvino",
-                 "--out", str(folder / "export")]) == 0
+    assert (
+        main(
+            ["export", str(folder), "--format", "onnx", "openvino", "--out", str(folder / "export")]
+        )
+        == 0
+    )
     assert "max |score - torch's|" in capsys.readouterr().out
     assert (folder / "export" / "README.txt").is_file()
     images = tiny_root / "brick" / "test"
     rows, files = {}, {}
     for backend in ("torch", *FORMATS):
         out = tmp_path / backend
-        assert main(["predict", str(folder), str(images), "--backend", backend,
-                     "--out", str(out)]) == 0
+        assert (
+            main(["predict", str(folder), str(images), "--backend", backend, "--out", str(out)])
+            == 0
+        )
         with open(out / "scores.csv") as f:
             rows[backend] = list(csv.DictReader(f))
         files[backend] = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
