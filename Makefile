@@ -11,7 +11,7 @@ $(BIN)/activate:
 
 setup: $(BIN)/activate
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[cpu,dev,postgres]'
+	$(BIN)/pip install -q -e '.[cpu,dev,postgres,export]'
 
 # Main job: demo study (synthetic data, 2 classes x 6 trials, CPU) → promotion to the MLflow registry.
 demo: setup

@@ -23,7 +23,7 @@ from ssad.config import Config, load_config
 from ssad.data.images import read_image, resize_square, to_rgb
 from ssad.evaluate import score_images
 from ssad.memory import MemoryBank, positions_path
-from ssad.model import SSADNet, upgrade_state_dict
+from ssad.model import SSADNet, for_inference, upgrade_state_dict
 from ssad.train import build_model, resolve_device
 
 __all__ = ["Detector", "DetectorError"]
@@ -71,6 +71,7 @@ class Detector:
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self._scorer: SSADNet | None = None  # the BatchNorm-folded copy, made at first predict
         self.bank, self.config, self.threshold = bank, config, threshold
         self.info = dict(info or {})
 
@@ -87,7 +88,9 @@ class Detector:
         Grayscale and RGBA inputs are converted; images are resized to the model's input size.
         """
         batch = np.stack([self._prepare(im) for im in images])
-        scored = score_images(self.model, self.bank, batch, self.config, device=self.device)
+        if self._scorer is None:
+            self._scorer = for_inference(self.model)
+        scored = score_images(self._scorer, self.bank, batch, self.config, device=self.device)
         return scored.scores, scored.maps
 
     def decide(self, scores: np.ndarray) -> np.ndarray:

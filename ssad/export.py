@@ -33,7 +33,7 @@ from torch import nn
 
 from ssad.config import Config
 from ssad.detector import Detector, DetectorError
-from ssad.localize import DENSE_STRIDE, interpolation_matrix
+from ssad.localize import DENSE_STRIDE, grid_starts, interpolation_matrix
 from ssad.memory import MemoryBank, coreset_indices
 from ssad.model import SSADNet, for_inference
 
@@ -43,6 +43,7 @@ __all__ = [
     "ExportError",
     "ScoringGraph",
     "export_detector",
+    "export_for_registry",
     "gaussian_kernel",
 ]
 
@@ -56,6 +57,7 @@ MAX_GRAPH_BANK = 16384
 # cpu preset's 61,440 positions kept pixel AUROC to 0.998 of the full bank (docs/deploy.md).
 DEFAULT_BANK_SIZE = 4096
 METADATA = "export.json"
+EXPORT_SUBDIR = "export"  # where promotion puts a detector's export, inside its folder
 
 
 class ExportError(DetectorError):
@@ -111,8 +113,14 @@ class ScoringGraph(nn.Module):
             mean, std = (torch.as_tensor(p, dtype=torch.float32) for p in positions)
             self.register_buffer("pos_mean", mean)
             self.register_buffer("pos_std", std)
-        grid = size // DENSE_STRIDE
-        centres = np.arange(grid) * DENSE_STRIDE + (DENSE_STRIDE - 1) / 2.0
+            self.floor = max(0.5 * float(np.median(positions[1])), 1e-12)  # zscore's σ₀
+        grid = size // DENSE_STRIDE  # as ssad.localize.upsample_grid places the cells
+        starts = (
+            np.arange(grid) * DENSE_STRIDE
+            if grid * DENSE_STRIDE == size
+            else grid_starts(size, DENSE_STRIDE, DENSE_STRIDE)
+        )
+        centres = starts + (DENSE_STRIDE - 1) / 2.0
         self.register_buffer("upsample", torch.as_tensor(interpolation_matrix(centres, size)))
         self.sigma = float(ev.map_sigma)
         if self.sigma > 0:
@@ -139,8 +147,7 @@ class ScoringGraph(nn.Module):
         if self.norm == "shift":
             out = grid - mean + mean.mean()
         else:  # zscore
-            floor = 0.5 * float(self.pos_std.median())
-            std = self.pos_std.clamp_min(max(floor, 1e-12))
+            std = self.pos_std.clamp_min(self.floor)
             out = mean.mean() + self.pos_std.mean() * (grid - mean) / std
         return out.clamp_min(0.0)
 
@@ -363,3 +370,30 @@ OpenVINO (model.xml, when exported): openvino.Core().compile_model("model.xml", 
 With ssad: ssad predict THIS_FOLDER IMAGES... --backend onnx|openvino --out DIR.
 export.json holds the preprocessing, the bank, the training config and the SHA-256 of the graph.
 """
+
+
+def export_for_registry(folder: str | Path) -> dict[str, str]:
+    """Write the ONNX export of the detector in ``folder`` to ``folder/export`` (the registered
+    model version carries it); a bank larger than :data:`MAX_GRAPH_BANK` is cut to a coreset of
+    :data:`DEFAULT_BANK_SIZE`. Returns the model-version tags that describe it; a detector that
+    can't be exported (windows scoring) is registered without one, and the tag says why."""
+    folder = Path(folder)
+    det = Detector.load(folder, device="cpu")
+    try:
+        refuse_unexportable(det, str(folder))
+    except ExportError as exc:
+        return {"ssad.export": f"none: {exc}"}
+    n = len(det.bank)
+    out = export_detector(
+        det,
+        folder / EXPORT_SUBDIR,
+        formats=("onnx",),
+        bank_size=DEFAULT_BANK_SIZE if n > MAX_GRAPH_BANK else None,
+        source=str(folder),
+    )
+    meta = json.loads((out / METADATA).read_text())
+    return {
+        "ssad.export": f"{EXPORT_SUBDIR}/{meta['files']['onnx']}",
+        "ssad.export_bank": f"{meta['bank']['vectors']} of {n} vectors",
+        "ssad.export_max_abs_score": f"{meta['check']['onnx']['max_abs_score']:.2g}",
+    }

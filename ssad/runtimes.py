@@ -19,6 +19,7 @@ import numpy as np
 
 from ssad.data.images import read_image, resize_square, to_rgb
 from ssad.detector import Detector, DetectorError
+from ssad.export import EXPORT_SUBDIR
 
 __all__ = [
     "BACKENDS",
@@ -30,7 +31,6 @@ __all__ = [
 ]
 
 BACKENDS = ("torch", "onnx", "openvino")
-EXPORT_SUBDIR = "export"
 
 
 class Predictor(Protocol):
@@ -84,7 +84,9 @@ class ExportRuntime:
     """
 
     def __init__(self, folder: Path, backend: str, meta: dict[str, Any]) -> None:
-        files = meta["files"]
+        files = dict(meta["files"])
+        if backend == "openvino" and "openvino" not in files and "onnx" in files:
+            files["openvino"] = files["onnx"]  # OpenVINO reads ONNX graphs as they are
         if backend not in files:
             have = ", ".join(files) or "none"
             raise _fail(

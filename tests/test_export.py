@@ -219,3 +219,35 @@ def test_reference_scores_with_the_exported_bank(detectors) -> None:
     ref = reference(det, det.bank.vectors[::2])
     assert len(ref.bank) == (len(det.bank) + 1) // 2 and ref.bank.kind == "flat"
     assert ref.bank.positions is det.bank.positions and ref.threshold == det.threshold
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("norm", ["none", "shift", "zscore"])
+@pytest.mark.parametrize("image_score", ["max", "topk"])
+def test_the_graph_scores_as_score_images(detectors, tiny_root, metric, norm, image_score) -> None:
+    """Every scoring option the graph implements, against ssad's own scoring (in torch)."""
+    import dataclasses
+
+    import torch
+
+    from ssad.export import ScoringGraph
+
+    det = Detector.load(detectors["gelcap"], device="cpu")
+    cfg = det.config
+    cfg = dataclasses.replace(
+        cfg,
+        memory=dataclasses.replace(cfg.memory, metric=metric, index="flat", k=3),
+        eval=dataclasses.replace(cfg.eval, position_norm=norm, image_score=image_score, topk=5),
+    )
+    bank = MemoryBank(det.bank.dim, size=len(det.bank), metric=metric, backend="cpu")
+    bank.add(det.bank.vectors)
+    bank.positions = det.bank.positions
+    ref = Detector(model=det.model, bank=bank, config=cfg, threshold=det.threshold)
+    images = _test_images(tiny_root, "gelcap")
+    want_s, want_m = ref.predict(images)
+    graph = ScoringGraph(det.model, bank.vectors, cfg, bank.positions).eval()
+    with torch.no_grad():
+        got_s, got_m = (t.numpy() for t in graph(torch.from_numpy(images)))
+    scale = float(np.abs(want_m).max())
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(got_m, want_m, rtol=1e-4, atol=1e-5 * scale)

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ssad.config import Config
+from ssad.export import export_for_registry
 from ssad.study import stats
 from ssad.study.leaderboard import comparable, trials_frame
 from ssad.study.report import Progress, config_changes, short_number
@@ -401,6 +402,7 @@ def _register(
         **{f"test_{k}": f"{test[k]:.4f}" for k in ("image_auroc", "pixel_auroc", "aupro")},
         "ssad.threshold": f"{result['threshold']:.6f}",
     }
+    version_tags |= export_for_registry(folder)  # the ONNX graph travels with the version
     version = tracker.register_detector(
         run_id=run_id, folder=folder, class_name=cls, tags=version_tags
     )

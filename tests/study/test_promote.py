@@ -42,13 +42,19 @@ def test_promote_register_and_predict(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    # the server case promotes a dense-scoring final model, which carries its ONNX export;
+    # the SQLite case a windows-scoring one, registered without (its tag says why)
+    dense = tracking.startswith("http")
+    final = {"train.phase2_epochs": 4}
+    if dense:
+        final |= {"eval.scoring": "dense", "memory.fill": "final"}
     spec_path = make_spec(
         tmp_path / "study",
         name="promo",
         tracking_uri=tracking,
         num_samples=2,
         scheduler={"type": "none"},  # both configurations finish: two comparable candidates
-        final={"overrides": {"train.phase2_epochs": 4}},
+        final={"overrides": final},
     )
     spec = load_spec(spec_path)
     with pytest.raises(SpecError, match="no trials"):
@@ -84,6 +90,13 @@ def test_promote_register_and_predict(
         assert mv.tags["ssad.trial_id"]
         assert 0.0 <= float(mv.tags["test_image_auroc"]) <= 1.0
         assert mv.tags["ssad.promotion_key"]
+        if dense:
+            assert mv.tags["ssad.export"] == "export/model.onnx"
+            assert float(mv.tags["ssad.export_max_abs_score"]) < 1e-4
+        else:
+            assert (
+                mv.tags["ssad.export"].startswith("none: ") and "windows" in mv.tags["ssad.export"]
+            )
         # the promoted config is one `ssad train` accepts as is, with the final schedule
         cfg = load_config(tmp_path / "promoted" / "promo" / f"{cls}.yaml")
         assert cfg.data.class_name == cls and cfg.train.phase2_epochs == 4
@@ -117,6 +130,15 @@ def test_promote_register_and_predict(
     assert frame["anomalous"].dtype == bool
     one = model.predict(read_image(paths[0]))  # an RGB array passes MLflow's input handling as is
     np.testing.assert_allclose(one["score"].to_numpy(), scores[:1], rtol=1e-4, atol=1e-5)
+
+    if dense:  # the registered version's ONNX export scores as the detector does
+        for backend in ("onnx", "openvino"):
+            out = tmp_path / f"preds-{backend}"
+            argv = ["predict", uri, *map(str, paths), "--out", str(out), "--backend", backend]
+            assert main([*argv, "--tracking-uri", tracking]) == 0
+            with open(out / "scores.csv") as f:
+                got = [float(r["score"]) for r in csv.DictReader(f)]
+            np.testing.assert_allclose(got, scores, rtol=0, atol=1e-4)
 
     # ssad predict on a folder with a grayscale, an RGBA and a corrupt file
     folder = tmp_path / "inbox"
