@@ -20,7 +20,6 @@ import pytest
 
 from ssad.cli import main
 from ssad.plots import heatmap_overlays
-from ssad.study import dashboard as dash_mod
 from ssad.study.dashboard import (
     ABLATION_DASHBOARD,
     DEFAULT_DASHBOARD,
@@ -34,6 +33,15 @@ from ssad.study.dashboard import (
     param_importances,
     render,
 )
+from ssad.study.dashboard.panels import PLOTS, WIDE_PLOTS
+from ssad.study.dashboard.panels.ablation import forest, variant_bars
+from ssad.study.dashboard.panels.common import VERDICT
+from ssad.study.dashboard.panels.optuna_panels import (
+    optuna_history,
+    optuna_importance,
+    optuna_parallel,
+)
+from ssad.study.dashboard.panels.trials import asha_budget, budget, budget_caption
 from ssad.study.spec import Dimension, SearchSpace, StudySpec, load_spec
 from ssad.study.tracking import StudyTracker
 
@@ -175,7 +183,7 @@ def test_new_panels_render_from_real_trials(study) -> None:
         for kind in ("optuna_history", "optuna_importance", "optuna_parallel"):
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # Optuna's experimental and plot warnings kept in
-                fig = dash_mod._PLOTS[kind](replace(data, trials=trials), Panel(0, kind), "brick")
+                fig = PLOTS[kind](replace(data, trials=trials), Panel(0, kind), "brick")
             assert not _note_text(fig), f"{kind}: {_note_text(fig)}"
             plt.close(fig)
     assert [name for name, _ in data.heatmaps["brick"]] == [  # 4 of 6, evenly spread
@@ -420,7 +428,7 @@ def test_fanova_ranks_the_param_that_determines_the_value_first() -> None:
     assert next(iter(importances)) == "memory.k"
     assert importances["memory.k"] > 0.8
     assert set(importances) == {d.key for d in SPACE.dims}
-    fig = dash_mod._optuna_importance(data, Panel(0, "optuna_importance"), "a")
+    fig = optuna_importance(data, Panel(0, "optuna_importance"), "a")
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert set(labels) == set(importances) and labels[-1] == "memory.k"  # drawn on top
     assert "over 20 finished trials" in fig.axes[0].get_xlabel()
@@ -438,7 +446,7 @@ def test_fanova_needs_two_varying_trials() -> None:
     with pytest.raises(ValueError, match="vary"):
         param_importances(class_study(replace(data, trials=same, history=flat), "a"))
     for kind in ("optuna_importance", "optuna_parallel", "optuna_history"):
-        fig = dash_mod._PLOTS[kind](replace(data, trials=data.trials.iloc[:1]), Panel(0, kind), "a")
+        fig = PLOTS[kind](replace(data, trials=data.trials.iloc[:1]), Panel(0, kind), "a")
         note = _note_text(fig)
         assert (
             ("1 finished trial" in note and "need 2" in note)
@@ -453,14 +461,14 @@ def test_optuna_panels_show_notes_for_ablations_and_without_a_space() -> None:
     no_space = replace(_handmade(), space=None)
     for kind in ("optuna_history", "optuna_importance", "optuna_parallel"):
         for data, text in ((ablation, "ablation study: no search"), (no_space, "no search space")):
-            fig = dash_mod._PLOTS[kind](data, Panel(0, kind), "a")
+            fig = PLOTS[kind](data, Panel(0, kind), "a")
             assert text in _note_text(fig)
             plt.close(fig)
 
 
 def test_optuna_history_plots_every_finished_trial_in_order() -> None:
     data = _handmade(n=12)
-    fig = dash_mod._optuna_history(data, Panel(0, "optuna_history"), "b")
+    fig = optuna_history(data, Panel(0, "optuna_history"), "b")
     ax = fig.axes[0]
     points = np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
     values = [t.value for t in class_study(data, "b").trials]
@@ -472,13 +480,13 @@ def test_optuna_history_plots_every_finished_trial_in_order() -> None:
 
 def test_optuna_parallel_axes_are_the_most_important_params() -> None:
     data = _handmade(n=40)
-    fig = dash_mod._optuna_parallel(data, Panel(0, "optuna_parallel", top=2), "a")
+    fig = optuna_parallel(data, Panel(0, "optuna_parallel", top=2), "a")
     top2 = list(param_importances(class_study(data, "a")))[:2]
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["val_image_auroc", *sorted(top2)] and "memory.k" in labels
     plt.close(fig)
     chosen = Panel(0, "optuna_parallel", params=("eval.image_score", "train.phase2_lr"))
-    fig = dash_mod._optuna_parallel(data, chosen, "a")
+    fig = optuna_parallel(data, chosen, "a")
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["val_image_auroc", "eval.image_score", "train.phase2_lr"]
     plt.close(fig)
@@ -486,7 +494,7 @@ def test_optuna_parallel_axes_are_the_most_important_params() -> None:
 
 def test_asha_budget_bars_and_share() -> None:
     data = _handmade(n=12)
-    fig = dash_mod._asha_budget(data, Panel(0, "asha_budget"), "a")
+    fig = asha_budget(data, Panel(0, "asha_budget"), "a")
     ax = fig.axes[0]
     bars = [b for b in ax.patches if b.get_width() > 0]
     assert [b.get_width() for b in bars] == [EPOCHS[CYCLE[i % 4]] for i in range(12)]
@@ -496,15 +504,15 @@ def test_asha_budget_bars_and_share() -> None:
     assert sum(label.startswith("★") for label in labels) == 1
     assert [line.get_xdata()[0] for line in ax.get_lines()] == [8]  # the max epochs
     # 6 finished x 8 + 3 stopped x 3 + 3 failed x 1 = 60 of 12 x 8 = 96 epochs
-    assert dash_mod._budget(data, "a") == (60, 96)
-    assert dash_mod._budget_caption(data, "a") == " · 62% of the full budget"
+    assert budget(data, "a") == (60, 96)
+    assert budget_caption(data, "a") == " · 62% of the full budget"
     assert ax.get_xlabel() == "epochs trained: 60 of 96 = trials x max epochs"
     plt.close(fig)
 
 
 def test_forest_rows_labels_and_colours() -> None:
     data = _handmade(ablation=_ablation())
-    fig = dash_mod._forest(data, Panel(0, "forest"))
+    fig = forest(data, Panel(0, "forest"))
     ax = fig.axes[0]
     variants = ["no_jitter", "big_bank", "more_epochs"]
     labels = [t.get_text() for t in ax.get_yticklabels()]
@@ -517,9 +525,9 @@ def test_forest_rows_labels_and_colours() -> None:
     assert x[0] == pytest.approx(-0.05)
     colour = {v: bars[i].lines[0].get_color() for i, v in enumerate(variants)}
     assert colour == {
-        "no_jitter": dash_mod._VERDICT["worse"],
-        "big_bank": dash_mod._VERDICT["no detectable difference"],
-        "more_epochs": dash_mod._VERDICT["better"],
+        "no_jitter": VERDICT["worse"],
+        "big_bank": VERDICT["no detectable difference"],
+        "more_epochs": VERDICT["better"],
     }
     assert any(list(line.get_xdata()) == [0, 0] for line in ax.get_lines())  # the zero line
     plt.close(fig)
@@ -528,7 +536,7 @@ def test_forest_rows_labels_and_colours() -> None:
 def test_variant_bars_per_scope_baseline_first() -> None:
     table = _ablation()
     data = _handmade(ablation=table)
-    fig = dash_mod._variant_bars(data, Panel(0, "variant_bars", metric="val_pixel_auroc"))
+    fig = variant_bars(data, Panel(0, "variant_bars", metric="val_pixel_auroc"))
     axes = [ax for ax in fig.axes if ax.axison]
     assert [ax.get_title() for ax in axes] == ["all classes (n=6)", "a (n=3)", "b (n=3)"]
     rows = table[(table["metric"] == "val_pixel_auroc") & (table["scope"] == "all")]
@@ -542,9 +550,9 @@ def test_variant_bars_per_scope_baseline_first() -> None:
 
 def test_ablation_panels_note_without_a_table_or_metric() -> None:
     for kind in ("variant_bars", "forest"):
-        fig = dash_mod._WIDE_PLOTS[kind](_handmade(), Panel(0, kind))
+        fig = WIDE_PLOTS[kind](_handmade(), Panel(0, kind))
         assert "not an ablation study" in _note_text(fig)
-        fig = dash_mod._WIDE_PLOTS[kind](
+        fig = WIDE_PLOTS[kind](
             _handmade(ablation=_ablation()), Panel(0, kind, metric="val_aupro")
         )
         assert "no val_aupro in the ablation results" in _note_text(fig)
@@ -669,17 +677,17 @@ def test_ablation_dashboard_from_the_real_results_table(ablation_study, tmp_path
     dash = load_dashboard(ABLATION_DASHBOARD)
     data = collect(tracker, spec, dash)
     assert data.ablation is not None and set(data.ablation["metric"]) == set(spec.metrics)
-    fig = dash_mod._forest(data, Panel(0, "forest"))
+    fig = forest(data, Panel(0, "forest"))
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["twin", "short"] + [f"{v} · {c}" for c in CLASSES for v in ("twin", "short")]
     short = ax.containers[1].lines[0]
     assert short.get_xdata()[0] == pytest.approx(-0.11)
-    assert short.get_color() == dash_mod._VERDICT["worse"]
-    assert ax.containers[0].lines[0].get_color() == dash_mod._VERDICT["no detectable difference"]
+    assert short.get_color() == VERDICT["worse"]
+    assert ax.containers[0].lines[0].get_color() == VERDICT["no detectable difference"]
     assert ax.texts[1].get_text().endswith("(paired t, 6 pairs)")
     plt.close(fig)
-    fig = dash_mod._optuna_importance(data, Panel(0, "optuna_importance"), "brick")
+    fig = optuna_importance(data, Panel(0, "optuna_importance"), "brick")
     assert "ablation study: no search" in _note_text(fig)
     plt.close(fig)
     text = render(dash, data, tmp_path / "abl.html").read_text()
@@ -703,7 +711,7 @@ def test_a_failing_optuna_plot_is_a_note(monkeypatch) -> None:
 
     monkeypatch.setattr(ovm, "plot_optimization_history", broken)
     open_before = len(plt.get_fignums())
-    fig = dash_mod._optuna_history(_handmade(), Panel(0, "optuna_history"), "a")
+    fig = optuna_history(_handmade(), Panel(0, "optuna_history"), "a")
     assert "Optuna could not draw this: boom" in _note_text(fig)
     plt.close(fig)
     assert len(plt.get_fignums()) == open_before
