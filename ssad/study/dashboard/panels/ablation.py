@@ -9,9 +9,16 @@ import pandas as pd
 from matplotlib.patches import Patch
 
 from ssad.study.dashboard.data import DashboardData
-from ssad.study.dashboard.panels.common import BEST, VARIANTS, VERDICT, note
+from ssad.study.dashboard.panels.common import BEST, VARIANTS, VERDICT, note, too_few
 from ssad.study.dashboard.spec import Panel
 from ssad.study.report import p_value
+
+# A t interval of the mean needs a spread: from one run (seed) it is the mean itself, a bar whose
+# zero-width CI would read as certainty. A scope with fewer runs per variant says so instead.
+CI_MIN_RUNS = 2
+# ssad.study.stats.paired tests from 2 (class, seed) pairs; from one it gives no p-value and its
+# CI is the one difference itself. A forest row (or the whole panel) with fewer pairs says so.
+FOREST_MIN_PAIRS = 2
 
 
 def variant_bars(data: DashboardData, panel: Panel) -> plt.Figure:
@@ -53,7 +60,14 @@ def variant_bars(data: DashboardData, panel: Panel) -> plt.Figure:
 def _scope_bars(
     ax: plt.Axes, sub: pd.DataFrame, scope: str, colours: list[str], base: set[str]
 ) -> None:
-    """One scope's bars: each variant's mean with its CI, on the scope's own zoomed y range."""
+    """One scope's bars: each variant's mean with its CI, on the scope's own zoomed y range; a
+    note instead with fewer than ``CI_MIN_RUNS`` runs per variant."""
+    n = sub["n"].max()
+    name = "all classes" if scope == "all" else scope
+    ax.set_title(f"{name} (n={n})", fontsize=9)
+    if not n >= CI_MIN_RUNS:
+        note(ax.figure, ax, too_few("A 95 % CI", CI_MIN_RUNS, "runs per variant", n, where="this scope"))
+        return
     variants = list(sub.index)
     mean = sub["mean"].astype(float)
     err = [
@@ -76,8 +90,6 @@ def _scope_bars(
     if pd.notna(lo) and pd.notna(hi):
         pad = max(0.15 * (hi - lo), 5e-3)
         ax.set_ylim(lo - pad, hi + pad)  # zoomed: bars start at the axis, not at 0
-    n = sub["n"].max()
-    ax.set_title(f"{'all classes' if scope == 'all' else scope} (n={n})", fontsize=9)
     ax.set_xticks(list(x), [v for v in variants], rotation=30, ha="right", fontsize=7.5)
     ax.tick_params(axis="y", labelsize=7.5)
     ax.grid(axis="y", alpha=0.3)
@@ -88,6 +100,11 @@ def forest(data: DashboardData, panel: Panel) -> plt.Figure:
     rows = rows[rows["verdict"] != "baseline"] if len(rows) else rows
     if rows.empty:
         return note(*plt.subplots(figsize=(5, 2.5)), why or "no variant besides the baseline")
+    if not (rows["pairs"] >= FOREST_MIN_PAIRS).any():
+        have = int(rows["pairs"].fillna(0).max())
+        what = "(class, seed) pairs per variant"
+        text = too_few("A paired test", FOREST_MIN_PAIRS, what, have, where="this study")
+        return note(*plt.subplots(figsize=(5, 2.5)), text)
     metric = panel.metric or data.metric
     n = len(rows)
     fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.3 * n), layout="constrained")
@@ -122,7 +139,8 @@ def _forest_row(ax: plt.Axes, y: int, r: tuple) -> str:
     pooled = r.scope == "all"
     colour = VERDICT.get(r.verdict, VERDICT["no detectable difference"])
     alpha = 1.0 if pooled else 0.45
-    if pd.notna(r.diff):
+    tested = r.pairs >= FOREST_MIN_PAIRS
+    if tested and pd.notna(r.diff):
         lo, hi = r.diff - r.diff_ci_low, r.diff_ci_high - r.diff
         ax.errorbar(
             r.diff,
@@ -138,7 +156,9 @@ def _forest_row(ax: plt.Axes, y: int, r: tuple) -> str:
     ax.text(
         1.01,
         y,
-        f"p_holm {p_value(r.p_holm)} ({r.test or 'no test'}, {r.pairs} pairs)",
+        f"p_holm {p_value(r.p_holm)} ({r.test or 'no test'}, {r.pairs} pairs)"
+        if tested
+        else f"a paired test needs at least {FOREST_MIN_PAIRS} pairs; this row has {r.pairs}",
         transform=ax.get_yaxis_transform(),
         va="center",
         fontsize=7,

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from ssad.study.dashboard.data import DashboardData
-from ssad.study.dashboard.panels.common import note, wrap
+from ssad.study.dashboard.panels.common import note, too_few, wrap
 from ssad.study.dashboard.panels.optuna_study import class_study, param_importances, quiet_optuna
 from ssad.study.dashboard.spec import Panel
 
@@ -18,6 +18,13 @@ if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger(__name__)
+
+# fANOVA fits a random forest to the class's trials. With fewer than 10, its importances follow
+# which trials happened to run more than the params: on studies of 5 searched keys, one of which
+# alone sets the value, it ranked that key first about as often as chance from 3 trials, and
+# reliably only from about 10. Below this the importance panel says so, and the parallel-coordinate
+# panel takes the first varying keys as its default axes instead of the most important.
+FANOVA_MIN_TRIALS = 10
 
 
 def optuna_history(data: DashboardData, panel: Panel, cls: str) -> plt.Figure:
@@ -37,7 +44,10 @@ def optuna_history(data: DashboardData, panel: Panel, cls: str) -> plt.Figure:
 
 
 def optuna_importance(data: DashboardData, panel: Panel, cls: str) -> plt.Figure:
-    study, why = _optuna_study(data, panel, cls, need=2)
+    study, why = _optuna_study(data, panel, cls, need=0)
+    if study is not None and len(study.trials) < FANOVA_MIN_TRIALS:
+        what = f"{panel.trials_word} trials per class"
+        study, why = None, too_few("fANOVA importance", FANOVA_MIN_TRIALS, what, len(study.trials))
     if study is not None:
         try:
             param_importances(study)  # the same evaluator as the plot: a clear note if it can't
@@ -74,11 +84,7 @@ def optuna_parallel(data: DashboardData, panel: Panel, cls: str) -> plt.Figure:
         if not params:
             return note(*plt.subplots(figsize=(4, 3)), "none of params\nsearched for this class")
     else:
-        try:
-            params = list(param_importances(study))[: panel.top_n]
-        except ValueError:  # no importances: the first varying keys
-            params = [k for k in searched if len({t.params.get(k) for t in study.trials}) > 1]
-            params = (params or searched)[: panel.top_n]
+        params = _default_axes(study, searched, panel.top_n)
     metric = panel.metric or data.metric
     ax = _draw(lambda: plot_parallel_coordinate(study, params=params, target_name=metric))
     if isinstance(ax, str):
@@ -89,6 +95,18 @@ def optuna_parallel(data: DashboardData, panel: Panel, cls: str) -> plt.Figure:
     fig.set_size_inches(min(max(4.6, 1.6 + 0.9 * len(params)), 7.0), 3.6)
     fig.subplots_adjust(left=0.1, right=0.84, bottom=0.28, top=0.95)
     return fig
+
+
+def _default_axes(study: optuna.Study, searched: list[str], top: int) -> list[str]:
+    """The ``top`` most important keys; the first varying ones without enough trials for fANOVA
+    (or when it can't rank them)."""
+    if len(study.trials) >= FANOVA_MIN_TRIALS:
+        try:
+            return list(param_importances(study))[:top]
+        except ValueError:
+            pass
+    varying = [k for k in searched if len({t.params.get(k) for t in study.trials}) > 1]
+    return (varying or searched)[:top]
 
 
 def _optuna_study(
