@@ -1,4 +1,4 @@
-"""Typed, frozen dataclasses from YAML mappings: the machinery under ssad.config and ssad.study.spec.
+"""Typed, frozen dataclasses from YAML mappings: the machinery of ssad.config and ssad.study.spec.
 
 A schema is a frozen dataclass whose fields are typed with ``bool``, ``int``, ``float``, ``str``,
 ``Literal[...]``, ``tuple[X, ...]``, ``X | None``, ``dict``, ``Any`` or another such dataclass.
