@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -74,6 +75,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     from ssad.study.spec import load_spec
 
     spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
+    if not args.verbose:
+        quiet_libraries()
     if args.dry_run:
         _print_dry_run(preflight(spec)[0])
         return 0
@@ -89,6 +92,20 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     )
     _print_ui_hint(out["tracking_uri"], out["experiment_id"])
     return 1 if out["errors"] else 0
+
+
+def quiet_libraries() -> None:
+    """Silence library INFO lines a user cannot act on: Optuna's "a new study created in memory"
+    per class, MLflow's database set-up, Tune's "wrote the result files". Their warnings and
+    errors still show; ``ssad -v`` keeps everything."""
+    import optuna
+    import ray.tune  # noqa: F401  (Ray and MLflow set their loggers up on import: quiet them after)
+
+    import ssad.study.tracking  # noqa: F401  (the MLflow adapter imports MLflow)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _print_dry_run(spec) -> None:
@@ -153,6 +170,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from ssad.study.spec import load_spec
 
     spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
+    if not args.verbose:
+        quiet_libraries()
     # MLflow's per-file download bars would break the one-line-per-stage progress
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     failed = None

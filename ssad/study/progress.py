@@ -6,7 +6,7 @@ it (the runner sets Tune's ``verbose=0``): each line names the class, the trial,
 study's metric and the best value that class has reached so far; no parameters::
 
     [   41.2s] brick   brick-0003  epoch 2/3  val_image_auroc_ema 0.9312  best 0.9401 (brick-0001)
-    [   55.0s] brick   brick-0003  ended after 3 epochs (trial 3/8 of brick done)
+    [   55.0s] brick   brick-0003  ended after 3/3 epochs (trial 3/8 of brick done)
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class ClassProgress(Callback):
         self._print(
             cls,
             trial,
-            f"{how} after {epochs} epochs (trial {self.done[cls]}/{self.trials_per_class} "
-            f"of {cls} done)",
+            f"{how} after {epochs}/{self.max_epochs} epochs (trial {self.done[cls]}/"
+            f"{self.trials_per_class} of {cls} done)",
         )
 
     def _update_best(self, cls: str, value: float, name: str) -> None:

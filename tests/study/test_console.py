@@ -33,7 +33,7 @@ def test_progress_lines_are_per_class_with_their_own_best() -> None:
     assert "brick-0001" in lines[0] and "epoch 1/3" in lines[0] and "best 0.9 (brick-0001)" in lines[0]
     assert "gelcap" in lines[1] and "best 0.5 (gelcap-0001)" in lines[1]  # not brick's 0.9
     assert "val_auc 0.8" in lines[2] and "best 0.9 (brick-0001)" in lines[2]
-    assert "ended after 3 epochs (trial 1/2 of brick done)" in lines[3]
+    assert "ended after 3/3 epochs (trial 1/2 of brick done)" in lines[3]
     assert "lr" not in out.getvalue() and "params" not in out.getvalue()
     assert pickle.loads(pickle.dumps(progress)).best == progress.best  # Tune pickles callbacks
 
