@@ -3,8 +3,9 @@
 Every tunable value has a dotted key (``defects.big.area_max``); YAML files, ``--set`` overrides,
 search spaces and ablations all speak in those keys. Unknown keys, wrong types and impossible ranges
 raise :class:`ConfigError` naming the source (file) and the key, before any compute is spent.
-The typing machinery is :mod:`ssad.typed` (shared with the study spec); the presets are
-:mod:`ssad.presets`.
+The defaults are the seed project's recipe (also the ``seed`` preset); the recommended run is
+the ``cpu`` preset (:mod:`ssad.presets`). The typing machinery is :mod:`ssad.typed`, shared with
+the study spec.
 """
 
 from __future__ import annotations
