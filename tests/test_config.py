@@ -257,3 +257,17 @@ def test_config_is_frozen() -> None:
     cfg = Config()
     with pytest.raises(AttributeError):
         cfg.train.seed = 3  # type: ignore[misc]
+
+
+def test_seed_preset_is_the_defaults_and_covers_every_preset_key() -> None:
+    """``preset seed`` gives the seed's recipe whatever the defaults are: it sets every key any
+    other preset sets, to the default value."""
+    assert load_config(preset="seed") == Config()
+    others = {k for name, over in PRESETS.items() if name != "seed" for k in over}
+    assert others <= set(PRESETS["seed"])
+
+
+def test_presets_are_importable_from_config_and_presets() -> None:
+    from ssad import presets
+
+    assert presets.PRESETS is PRESETS

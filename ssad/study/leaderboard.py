@@ -9,13 +9,34 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
+from ssad.study.report import config_changes, parse_value
 from ssad.study.spec import StudySpec
 from ssad.study.tracking import TAG_CLASS, TAG_STATUS, TAG_VARIANT, StudyTracker
 
-__all__ = ["best_configs", "comparable", "leaderboard", "summary_artifacts", "trials_frame"]
+__all__ = [
+    "BOARD_COLUMNS",
+    "best_configs",
+    "comparable",
+    "leaderboard",
+    "summary_artifacts",
+    "trials_frame",
+    "write_best_configs",
+]
 
 TAG_SUMMARY = "ssad.summary"  # the trial counts the parent run's summary metrics were logged for
+# The columns the console shows ({metric}: the study's metric); best_config is cut to fit.
+BOARD_COLUMNS = (
+    "class",
+    "best_{metric}",
+    "trials",
+    "finished",
+    "stopped",
+    "failed",
+    "compute_s",
+    "best_config",
+)
 
 
 def trials_frame(
@@ -109,6 +130,28 @@ def leaderboard(tracker: StudyTracker, spec: StudySpec) -> tuple[pd.DataFrame, d
         "trial_seconds": float(df["seconds"].sum()) if len(df) else 0.0,
     }
     return board, stats
+
+
+def write_best_configs(board: pd.DataFrame, spec: StudySpec, path: Path | None = None) -> Path:
+    """Each class's best configuration in full (the base config with the best trial's searched
+    values, by dotted key), its metric, run id and changes from the base, as YAML at ``path``
+    (default: ``best_configs.yaml`` in the study's Tune folder). Returns the path."""
+    path = path or spec.storage_path / spec.name / "best_configs.yaml"
+    base = spec.base.flat()
+    out: dict[str, Any] = {}
+    for _, row in board.iterrows():
+        searched = json.loads(row["best_config"]) if row.get("best_config") else {}
+        changes = config_changes(searched, base)
+        value = row[f"best_{spec.metric}"]
+        out[str(row["class"])] = {
+            f"best_{spec.metric}": None if math.isnan(value) else float(value),
+            "run_id": row.get("best_run_id") or None,
+            "changed_from_base": changes,
+            "config": {**base, **{k: parse_value(v) for k, v in searched.items()}},
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(out, sort_keys=False))
+    return path
 
 
 def summary_artifacts(

@@ -4,7 +4,8 @@
   per class by :class:`ssad.study.routing.ClassRoutedSearcher` (so a resumed study continues it).
 * :class:`Progress` prints one line per class and stage of a long job, with the elapsed time.
 * :func:`short_number`, :func:`config_changes` and :func:`readable` turn result tables into
-  something a terminal can show: 4 significant digits, and only the keys that differ from a base.
+  something a terminal can show: 4 significant digits, only the keys that differ from a base, at
+  most 120 columns (:func:`promotion_text` for a promotion's report).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ __all__ = [
     "TRIAL_NUMBER",
     "Progress",
     "config_changes",
+    "fit_line",
     "format_changes",
     "leading",
+    "parse_value",
+    "promotion_text",
     "readable",
     "short_number",
     "trial_name",
@@ -73,7 +77,7 @@ def p_value(value: float | None) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _parse(value: Any) -> Any:
+def parse_value(value: Any) -> Any:
     """MLflow params come back as strings: numbers, booleans and None turned back into values."""
     if not isinstance(value, str):
         return value
@@ -84,7 +88,7 @@ def _parse(value: Any) -> Any:
 
 
 def _same(a: Any, b: Any) -> bool:
-    a, b = _parse(a), _parse(b)
+    a, b = parse_value(a), parse_value(b)
     if isinstance(a, int | float) and isinstance(b, int | float):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
     return a == b
@@ -93,7 +97,7 @@ def _same(a: Any, b: Any) -> bool:
 def config_changes(config: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of a flat ``config`` whose value differs from the flat ``base`` (sorted)."""
     return {
-        k: _parse(v) for k, v in sorted(config.items()) if k not in base or not _same(v, base[k])
+        k: parse_value(v) for k, v in sorted(config.items()) if k not in base or not _same(v, base[k])
     }
 
 
@@ -108,7 +112,10 @@ def format_changes(changes: Mapping[str, Any] | str, digits: int = 4) -> str:
             return str(changes)
     if not changes:
         return "(as base)"
-    return ", ".join(f"{k}={short_number(_parse(v), digits)}" for k, v in changes.items())
+    return ", ".join(f"{k}={short_number(parse_value(v), digits)}" for k, v in changes.items())
+
+
+WIDTH = 120  # the widest line a summary table prints
 
 
 def readable(
@@ -116,9 +123,11 @@ def readable(
     *,
     config_columns: Mapping[str, Mapping[str, Any] | None] | None = None,
     digits: int = 4,
+    width: int = WIDTH,
 ) -> str:
     """``table`` as text: floats in ``digits`` significant digits; each of ``config_columns``
-    (a JSON object per cell, or a dict) shown as the keys that differ from its base (None: as is)."""
+    (a JSON object per cell, or a dict) shown as the keys that differ from its base (None: as
+    is), cut with ``…`` so that the table stays within ``width`` columns where it can."""
     out = table.copy()
     for col, base in (config_columns or {}).items():
         if col not in out:
@@ -138,8 +147,53 @@ def readable(
     for col in out.columns:
         if pd.api.types.is_float_dtype(out[col]):
             out[col] = out[col].map(lambda v: short_number(float(v), digits))
-    with pd.option_context("display.width", 250, "display.max_colwidth", 160):
+    for col in config_columns or {}:
+        if col in out:
+            out[col] = _cut(out, col, width)
+    with pd.option_context("display.width", 250, "display.max_colwidth", 1000):
         return out.to_string(index=False)
+
+
+def _cut(table: pd.DataFrame, col: str, width: int) -> pd.Series:
+    """``table[col]``'s cells shortened (ending in ``…``) by as much as the table is too wide."""
+    with pd.option_context("display.width", 250, "display.max_colwidth", 1000):
+        text = table.to_string(index=False)
+    excess = max(len(line) for line in text.splitlines()) - width
+    cells = table[col].astype(str)
+    if excess <= 0 or cells.empty:
+        return cells
+    keep = max(len(col), 8, int(cells.map(len).max()) - excess)
+    return cells.map(lambda v: v if len(v) <= keep else v[: keep - 1] + "…")
+
+
+def fit_line(text: str, width: int = WIDTH) -> str:
+    """``text`` cut with ``…`` to at most ``width`` characters."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def promotion_text(report: pd.DataFrame, width: int = WIDTH) -> str:
+    """A promotion's report: a table of the scores, then per class its model (or its error), the
+    file with its full config and the keys it changed from the study's base (cut to ``width``)."""
+    wide = [c for c in ("model", "version", "config", "changed_from_base", "error") if c in report]
+    lines = [readable(report.drop(columns=wide), width=width)] if len(report) else []
+    for _, row in report.iterrows():
+        model, version = _text(row.get("model")), _text(row.get("version"))
+        model += f" version {version}" if version else ""
+        lines.append(fit_line(f"{row['class']}: {model or 'not promoted'}", width))
+        for label, key in (("error", "error"), ("config", "config")):
+            if _text(row.get(key)):
+                lines.append(fit_line(f"  {label}: {row[key]}", width))
+        if _text(row.get("changed_from_base")):
+            changes = format_changes(row["changed_from_base"])
+            lines.append(fit_line(f"  changed from base: {changes}", width))
+    return "\n".join(lines)
+
+
+def _text(value: Any) -> str:
+    """A table cell as text; missing (None, NaN) as ``""``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
 
 
 class Progress:

@@ -22,6 +22,9 @@ __all__ = [
 
 # Keys that decide which images a trial is judged on: searching them (or changing them for the
 # final model) would select on a different validation split per configuration, not on quality.
+# defects.* is not among them: with data.val_source synthetic the validation defects are drawn
+# with fixed ranges (ssad.data.pretext.synthetic_anomalies uses DefectsConfig()), never with the
+# trial's own, so a search over the pretext task's defects is judged on the same images.
 SELECTION_KEYS = {
     "data.root": "the data set is the study's (data.root), not a searched value",
     "data.split_seed": "it changes which test images are validation images",

@@ -192,6 +192,7 @@ def run_study(
     from ray.tune.schedulers import FIFOScheduler
 
     from ssad.study.callbacks import MlflowTrials
+    from ssad.study.progress import class_progress
     from ssad.study.routing import (
         ClassRoutedScheduler,
         ClassRoutedSearcher,
@@ -298,13 +299,13 @@ def run_study(
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=str(spec.storage_path),
-                callbacks=callbacks,
+                callbacks=[*callbacks, class_progress(spec)],  # per-class console lines
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 # Two, not one: Tune deletes the older checkpoint before its (asynchronous)
                 # experiment snapshot lands; with one kept, a driver killed in between leaves a
                 # snapshot pointing at a deleted checkpoint and --resume fails.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                verbose=1,
+                verbose=0,  # Tune's own table and parameter dumps: ssad.study.progress instead
             ),
         )
     results = tuner.fit()

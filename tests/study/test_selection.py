@@ -82,3 +82,26 @@ def test_summary_metrics_are_logged_once_per_summary(tmp_path) -> None:
     summary_artifacts(tracker, parent, board, {**stats, "finished": 2, "failed": 0})
     assert [m.value for m in client.get_metric_history(parent, "failed")] == [1.0, 0.0]
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_defects_search_with_synthetic_validation_is_judged_on_fixed_defects(tmp_path) -> None:
+    """data.val_source synthetic draws validation defects with fixed ranges, not the trial's
+    defects.*; so a space over defects.* is accepted (tests/data/test_pretext.py checks that two
+    trials with different defects.* get the same validation images)."""
+    import inspect
+
+    from ssad.config import load_config
+    from ssad.data import pretext
+    from ssad.study.rules import search_refusal
+    from ssad.study.spec import load_search_space
+
+    assert "defects" not in inspect.signature(pretext.synthetic_anomalies).parameters
+    base = load_config(overrides={"data.val_source": "synthetic"})
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "defects.big.area_max: {type: float, low: 0.1, high: 0.3}\n"
+        "defects.fills: {type: categorical, choices: [[mean], [cutpaste, random]]}\n"
+    )
+    assert load_search_space(path, base=base).keys == ["defects.big.area_max", "defects.fills"]
+    assert search_refusal("defects.big.area_max") is None
+    assert search_refusal("data.val_draws") is not None  # how many defects: refused
