@@ -181,7 +181,7 @@ def overall(runs: list[dict]) -> dict:
     classes = list(dict.fromkeys(r["class"] for r in runs))
     # the rules train.py applies for auto (whatever the preset sets), under windows scoring
     auto = load_config(
-        preset="cpu",
+        preset="scratch",
         overrides={"memory.fill": "auto", "eval.scoring": "windows", "eval.position_norm": "auto"},
     )
     rules = {"auto": {c: bank_fill(auto, SYNTHETIC_CLASSES[c][0]) for c in classes}}
