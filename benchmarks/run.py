@@ -110,13 +110,32 @@ def markdown(results: dict[str, object]) -> str:
         f"numpy {m['versions']['numpy']}, faiss {m['versions']['faiss']}"
         + (" — QUICK sizes (smoke test)" if results["quick"] else ""),
     ]
-    if results["pairs"]:
-        lines += [
-            "",
-            "| benchmark | ours | baseline | sizes | baseline | ours | ratio best (median) |",
-            "|---|---|---|---|---:|---:|---:|",
-        ]
-    for r in results["pairs"]:
+    lines += _pair_lines(results["pairs"])
+    lines += _throughput_lines(results["throughput"])
+    lines += _end_to_end_lines(results.get("end_to_end", []))
+    for name, why in results.get("skipped", {}).items():
+        lines += ["", f"Skipped {name}: {why}."]
+    lines += [
+        "",
+        "Ratio = baseline time / our time (best of N, median in brackets); > 1: ours is faster. "
+        "'not equivalent' rows compute a different map (speed reference only). Data / train > 1: "
+        "generating a batch is faster than training on it. P1 ratio = pure model step time / "
+        "end-to-end step time (synthesis + DataLoader + the same step; medians of interleaved "
+        "blocks); serial prediction = pure / (pure + data s/batch in process). "
+        "Shared CPUs: timings are noisy.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pair_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| benchmark | ours | baseline | sizes | baseline | ours | ratio best (median) |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
         baseline = r["baseline"] if r["equivalent"] else f"{r['baseline']} *(not equivalent)*"
         if "ours_value" in r:
             baseline += f" (AUPRO {r['baseline_value']:.4f} vs ours {r['ours_value']:.4f})"
@@ -137,56 +156,55 @@ def markdown(results: dict[str, object]) -> str:
             f"| {_seconds(r['baseline_s'])} | {_seconds(r['ours_s'])} "
             f"| **{r['ratio']:.1f}×** ({r['ratio_median']:.1f}×) |"
         )
-    if results["throughput"]:
-        lines += [
-            "",
-            "| pretext data (DataLoader, workers=0) | sizes | data samples/s "
-            "| ms/sample: defect + to_tensor | train samples/s phase 1 / phase 2 "
-            "| data / train phase 1 / phase 2 |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        for r in results["throughput"]:
-            split = r["data_ms_per_sample_split"]
-            lines.append(
-                f"| {r['name']} | {_sizes(r['sizes'])} | {r['data_samples_per_s']:.0f} "
-                f"| {split['defect_ms']:.2f} + {split['to_tensor_ms']:.2f} "
-                f"| {r['train_phase1_samples_per_s']:.0f} / {r['train_phase2_samples_per_s']:.0f} "
-                f"| {r['data_over_train_phase1']:.1f}× / {r['data_over_train_phase2']:.1f}× |"
-            )
-    if results.get("end_to_end"):
-        lines += [
-            "",
-            "| P1 training step (cpu preset model, brick) | train.workers | sizes "
-            "| data s/batch in process | phase 1: end-to-end / pure samples/s "
-            "| phase 2: end-to-end / pure samples/s | ratio phase 1 / phase 2 (target ≥ 0.9) "
-            "| serial prediction phase 1 / phase 2 | ratio over the preset's schedule |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in results["end_to_end"]:
-            p1, p2 = r["phase1"], r["phase2"]
-            sizes = {k: v for k, v in r["sizes"].items() if k != "model"}
-            lines.append(
-                f"| {r['name']} | {r['workers']} | {_sizes(sizes)} "
-                f"| {_seconds(r['data_s_per_batch_in_process'])} "
-                f"| {p1['end_to_end_samples_per_s']:.0f} / {p1['pure_samples_per_s']:.0f} "
-                f"| {p2['end_to_end_samples_per_s']:.0f} / {p2['pure_samples_per_s']:.0f} "
-                f"| **{p1['ratio']:.2f}** / **{p2['ratio']:.2f}** {'✓' if r['met'] else '✗'} "
-                f"| {p1['serial_prediction']:.2f} / {p2['serial_prediction']:.2f} "
-                f"| {r['ratio_schedule']:.2f} ({r['schedule_epochs']['phase1']} + "
-                f"{r['schedule_epochs']['phase2']} epochs) |"
-            )
-    for name, why in results.get("skipped", {}).items():
-        lines += ["", f"Skipped {name}: {why}."]
-    lines += [
+    return lines
+
+
+def _throughput_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
         "",
-        "Ratio = baseline time / our time (best of N, median in brackets); > 1: ours is faster. "
-        "'not equivalent' rows compute a different map (speed reference only). Data / train > 1: "
-        "generating a batch is faster than training on it. P1 ratio = pure model step time / "
-        "end-to-end step time (synthesis + DataLoader + the same step; medians of interleaved "
-        "blocks); serial prediction = pure / (pure + data s/batch in process). "
-        "Shared CPUs: timings are noisy.",
+        "| pretext data (DataLoader, workers=0) | sizes | data samples/s "
+        "| ms/sample: defect + to_tensor | train samples/s phase 1 / phase 2 "
+        "| data / train phase 1 / phase 2 |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    return "\n".join(lines) + "\n"
+    for r in rows:
+        split = r["data_ms_per_sample_split"]
+        lines.append(
+            f"| {r['name']} | {_sizes(r['sizes'])} | {r['data_samples_per_s']:.0f} "
+            f"| {split['defect_ms']:.2f} + {split['to_tensor_ms']:.2f} "
+            f"| {r['train_phase1_samples_per_s']:.0f} / {r['train_phase2_samples_per_s']:.0f} "
+            f"| {r['data_over_train_phase1']:.1f}× / {r['data_over_train_phase2']:.1f}× |"
+        )
+    return lines
+
+
+def _end_to_end_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| P1 training step (cpu preset model, brick) | train.workers | sizes "
+        "| data s/batch in process | phase 1: end-to-end / pure samples/s "
+        "| phase 2: end-to-end / pure samples/s | ratio phase 1 / phase 2 (target ≥ 0.9) "
+        "| serial prediction phase 1 / phase 2 | ratio over the preset's schedule |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        p1, p2 = r["phase1"], r["phase2"]
+        sizes = {k: v for k, v in r["sizes"].items() if k != "model"}
+        lines.append(
+            f"| {r['name']} | {r['workers']} | {_sizes(sizes)} "
+            f"| {_seconds(r['data_s_per_batch_in_process'])} "
+            f"| {p1['end_to_end_samples_per_s']:.0f} / {p1['pure_samples_per_s']:.0f} "
+            f"| {p2['end_to_end_samples_per_s']:.0f} / {p2['pure_samples_per_s']:.0f} "
+            f"| **{p1['ratio']:.2f}** / **{p2['ratio']:.2f}** {'✓' if r['met'] else '✗'} "
+            f"| {p1['serial_prediction']:.2f} / {p2['serial_prediction']:.2f} "
+            f"| {r['ratio_schedule']:.2f} ({r['schedule_epochs']['phase1']} + "
+            f"{r['schedule_epochs']['phase2']} epochs) |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
