@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/ssad promote studies/demo.yaml
 
 test: setup
-	$(BIN)/ruff check ssad tests benchmarks
+	$(BIN)/ruff check ssad tests benchmarks experiments
 	$(BIN)/python -m pytest -q --durations=15
 
 bench: setup

@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from benchmarks import reference as ref
+from benchmarks.convs import bench_convs
 from benchmarks.dense_bank import bench_dense_bank
-from benchmarks.early_stopping import bench_early_stopping
+from benchmarks.gpu import bench_gpu
 from benchmarks.large_bank import bench_large_bank
+from benchmarks.precision import bench_precision
 from benchmarks.scoring import bench_scoring
-from benchmarks.study_overhead import bench_study
 from benchmarks.timing import check, first_calls, pair_row, side_by_side
-from benchmarks.train_step import bench_train_step, brick_pretext
+from benchmarks.train_step import QUICK, bench_train_step, brick_pretext
 from ssad.config import load_config
 from ssad.data.images import to_tensor
 from ssad.data.pretext import PretextDataset
@@ -230,9 +231,9 @@ def bench_aupro(quick: bool) -> list[Row]:
 
 
 # ---- 5. pretext generation vs training throughput ------------------------------------------------
-def _pretext_dataset(mode: str, batch: int, length: int) -> PretextDataset:
-    config = load_config(preset="cpu", overrides={"pretext.mode": mode, "train.batch_size": batch})
-    return brick_pretext(config, length)  # seed: the config's, 0
+def _pretext_dataset(mode: str, batch: int, length: int, quick: bool) -> PretextDataset:
+    overrides = {"pretext.mode": mode, "train.batch_size": batch, **(QUICK if quick else {})}
+    return brick_pretext(load_config(preset="cpu", overrides=overrides), length)  # seed 0
 
 
 def _loader_seconds_per_batch(dataset: PretextDataset, batch: int, batches: int) -> float:
@@ -261,7 +262,7 @@ def _split_seconds_per_sample(dataset: PretextDataset, n: int) -> dict[str, floa
 def _train_step_seconds(x: torch.Tensor, y: torch.Tensor, *, phase: int, steps: int) -> float:
     """Median seconds of one SGD step (forward, loss, backward, update) as in ``train.fit``."""
     torch.manual_seed(0)
-    model = SSADNet()  # the cpu preset's head: fusion 512, head (512, 512), D = 128
+    model = SSADNet()  # ResNet-18 from random weights: the cost of a step, not its learning
     model.train()
     if phase == 1:  # frozen backbone, BatchNorm statistics included
         for p in model.backbone().parameters():
@@ -277,20 +278,20 @@ def _train_step_seconds(x: torch.Tensor, y: torch.Tensor, *, phase: int, steps: 
         opt.step()
         return time.perf_counter() - tic
 
-    step(x[:4], y[:4])  # warm-up on a slice: full 128 px steps take seconds on 2 cores
+    step(x[:4], y[:4])  # warm-up on a slice: whole-image steps take seconds on 2 cores
     return float(np.median([step(x, y) for _ in range(steps)]))
 
 
 def bench_pretext(quick: bool) -> list[Row]:
     """Pretext samples/s (DataLoader, workers=0) next to training samples/s at the same batch."""
-    batch = 8 if quick else 64  # 64: the cpu preset's train.batch_size
+    batch = 8 if quick else load_config(preset="cpu").train.batch_size
     rows = []
     for mode in ("image", "patch"):
-        dataset = _pretext_dataset(mode, batch, length=batch * 8)
+        dataset = _pretext_dataset(mode, batch, length=batch * 8, quick=quick)
         data_s = _loader_seconds_per_batch(dataset, batch, batches=2 if quick else 3)
         split = _split_seconds_per_sample(dataset, batch)
         x, y = next(iter(DataLoader(dataset, batch_size=batch, num_workers=0)))
-        heavy = mode == "image"  # 128 px steps take seconds on 2 cores
+        heavy = mode == "image"  # whole-image steps take seconds on 2 cores
         train = {
             phase: _train_step_seconds(x, y, phase=phase, steps=1 if heavy else 3)
             for phase in (1, 2)
@@ -322,10 +323,11 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "upsample": bench_upsample,
     "aupro": bench_aupro,
     "pretext": bench_pretext,
-    "train_step": bench_train_step,
-    "large_bank": bench_large_bank,
+    "train_step": bench_train_step,  # P1: end-to-end training step vs the pure step
+    "large_bank": bench_large_bank,  # P2: IVF / HNSW vs the exact index (~9 min)
     "scoring": bench_scoring,
-    "dense_bank": bench_dense_bank,  # the cpu preset's dense scoring: coreset / IVF vs exact
-    "study": bench_study,  # P4: two small real studies (~7 min on 2 shared cores)
-    "early_stopping": bench_early_stopping,  # P5: two small real studies (~8 min)
+    "dense_bank": bench_dense_bank,  # the cpu preset's dense scoring: IVF / coresets vs exact
+    "precision": bench_precision,  # bf16 autocast vs fp32 training
+    "convs": bench_convs,  # one-position linear vs nn.Conv2d in layer4
+    "gpu": bench_gpu,  # CUDA only: skipped elsewhere (benchmarks.gpu.why_not)
 }

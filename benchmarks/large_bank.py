@@ -46,7 +46,7 @@ def recall_at_k(ids: np.ndarray, exact_ids: np.ndarray) -> float:
 
 def bench_large_bank(quick: bool) -> list[Row]:
     """IVF and HNSW ``MemoryBank.knn`` vs the exact flat index: recall@k and speed-up."""
-    n, n_query, dim, k = (50_000, 500, 128, 3) if quick else (1_000_000, 1000, 128, 3)
+    n, n_query, dim, k = (20_000, 200, 128, 3) if quick else (1_000_000, 1000, 128, 3)
     x, q = clustered_bank(n, n_query, dim=dim)
     banks, build_s = {}, {}
     for kind in ("flat", "ivf", "hnsw"):

@@ -1,6 +1,7 @@
 """Run every benchmark once, side by side: JSON + markdown results and a printed table.
 
-Usage::
+Every benchmark compares two or more variants in one process and reports their ratios; the test
+suite smoke-runs each one with ``quick`` sizes (tests/test_benchmarks.py). Usage::
 
     python -m benchmarks.run [--quick] [--threads N] [--only knn aupro] [--out benchmarks/results.json]
     python benchmarks/run.py --quick
@@ -12,10 +13,8 @@ libraries' defaults.
 Ratios are baseline seconds / our seconds (best of N per call): > 1 means ssad's version is faster.
 The markdown table is also written next to the JSON file (``results.md``).
 
-The issue's targets have their own rows: ``train_step`` (P1: end-to-end step / pure step, ~2 min),
-``large_bank`` (P2, ~9 min), ``study`` (P4: two small real studies, ~4 min) and
-``early_stopping`` (P5: ASHA vs none, ~6 min); ``benchmarks/scale.py`` turns their JSON into the
-README's scale table.
+``train_step`` (P1: end-to-end step / pure step, ~2 min) and ``large_bank`` (P2, ~9 min) have
+their own rows. ``gpu`` needs CUDA: without it, it is skipped with the reason printed.
 """
 
 from __future__ import annotations
@@ -29,11 +28,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import early_stopping, study_overhead
 from benchmarks.cases import BENCHMARKS, Row
+from benchmarks.gpu import NoGPU
 from benchmarks.timing import machine_info, set_threads
 
-__all__ = ["main", "markdown", "run"]
+__all__ = ["BENCHMARKS", "main", "markdown", "ratios", "run"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 
@@ -51,10 +50,16 @@ def run(
     info = machine_info()
     rows: list[Row] = []
     wall: dict[str, float] = {}
+    skipped: dict[str, str] = {}
     for name in names:
         print(f"[bench] {name} …", file=sys.stderr, flush=True)
         tic = time.perf_counter()
-        rows += BENCHMARKS[name](quick)
+        try:
+            rows += BENCHMARKS[name](quick)
+        except NoGPU as exc:
+            skipped[name] = str(exc)
+            print(f"[bench] {name} skipped: {exc}", file=sys.stderr, flush=True)
+            continue
         wall[name] = time.perf_counter() - tic
         print(f"[bench] {name} done in {wall[name]:.1f} s", file=sys.stderr, flush=True)
     return {
@@ -63,12 +68,22 @@ def run(
         "timing": "seconds per call: best (minimum) and median of interleaved repeats",
         "ratio": "baseline_s / ours_s (best of N); > 1 means ours is faster",
         "wall_s": wall,
+        "skipped": skipped,
         "pairs": [r for r in rows if r["kind"] == "pair"],
         "throughput": [r for r in rows if r["kind"] == "throughput"],
         "end_to_end": [r for r in rows if r["kind"] == "end_to_end"],
-        "study": [r for r in rows if r["kind"] == "study"],
-        "early_stopping": [r for r in rows if r["kind"] == "early_stopping"],
     }
+
+
+def ratios(row: Row) -> list[float]:
+    """The ratios a result row reports: baseline / ours for a pair, data / training samples/s
+    for pretext throughput, pure / end-to-end step for P1."""
+    keys = {
+        "pair": ("ratio", "ratio_median"),
+        "throughput": ("data_over_train_phase1", "data_over_train_phase2"),
+        "end_to_end": ("ratio_phase1", "ratio_phase2", "ratio_schedule"),
+    }[row["kind"]]
+    return [float(row[k]) for k in keys]
 
 
 def _seconds(s: float) -> str:
@@ -84,8 +99,8 @@ def _sizes(sizes: dict[str, object]) -> str:
 
 
 def markdown(results: dict[str, object]) -> str:
-    """Tables: implementation pairs (with ratios), data-vs-training throughput, the P1
-    end-to-end step, P4 study overhead and P5 early stopping (those present)."""
+    """Tables: implementation pairs (with ratios), data-vs-training throughput and the P1
+    end-to-end step (those present), and the benchmarks skipped."""
     m = results["machine"]
     lines = [
         f"Machine: {m['processor']}, {m['cpu_usable']} usable of {m['cpu_count']} CPUs, "
@@ -95,13 +110,32 @@ def markdown(results: dict[str, object]) -> str:
         f"numpy {m['versions']['numpy']}, faiss {m['versions']['faiss']}"
         + (" — QUICK sizes (smoke test)" if results["quick"] else ""),
     ]
-    if results["pairs"]:
-        lines += [
-            "",
-            "| benchmark | ours | baseline | sizes | baseline | ours | ratio best (median) |",
-            "|---|---|---|---|---:|---:|---:|",
-        ]
-    for r in results["pairs"]:
+    lines += _pair_lines(results["pairs"])
+    lines += _throughput_lines(results["throughput"])
+    lines += _end_to_end_lines(results.get("end_to_end", []))
+    for name, why in results.get("skipped", {}).items():
+        lines += ["", f"Skipped {name}: {why}."]
+    lines += [
+        "",
+        "Ratio = baseline time / our time (best of N, median in brackets); > 1: ours is faster. "
+        "'not equivalent' rows compute a different map (speed reference only). Data / train > 1: "
+        "generating a batch is faster than training on it. P1 ratio = pure model step time / "
+        "end-to-end step time (synthesis + DataLoader + the same step; medians of interleaved "
+        "blocks); serial prediction = pure / (pure + data s/batch in process). "
+        "Shared CPUs: timings are noisy.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pair_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| benchmark | ours | baseline | sizes | baseline | ours | ratio best (median) |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
         baseline = r["baseline"] if r["equivalent"] else f"{r['baseline']} *(not equivalent)*"
         if "ours_value" in r:
             baseline += f" (AUPRO {r['baseline_value']:.4f} vs ours {r['ours_value']:.4f})"
@@ -122,56 +156,55 @@ def markdown(results: dict[str, object]) -> str:
             f"| {_seconds(r['baseline_s'])} | {_seconds(r['ours_s'])} "
             f"| **{r['ratio']:.1f}×** ({r['ratio_median']:.1f}×) |"
         )
-    if results["throughput"]:
-        lines += [
-            "",
-            "| pretext data (DataLoader, workers=0) | sizes | data samples/s "
-            "| ms/sample: defect + to_tensor | train samples/s phase 1 / phase 2 "
-            "| data / train phase 1 / phase 2 |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        for r in results["throughput"]:
-            split = r["data_ms_per_sample_split"]
-            lines.append(
-                f"| {r['name']} | {_sizes(r['sizes'])} | {r['data_samples_per_s']:.0f} "
-                f"| {split['defect_ms']:.2f} + {split['to_tensor_ms']:.2f} "
-                f"| {r['train_phase1_samples_per_s']:.0f} / {r['train_phase2_samples_per_s']:.0f} "
-                f"| {r['data_over_train_phase1']:.1f}× / {r['data_over_train_phase2']:.1f}× |"
-            )
-    if results.get("end_to_end"):
-        lines += [
-            "",
-            "| P1 training step (cpu preset model, brick) | train.workers | sizes "
-            "| data s/batch in process | phase 1: end-to-end / pure samples/s "
-            "| phase 2: end-to-end / pure samples/s | ratio phase 1 / phase 2 (target ≥ 0.9) "
-            "| serial prediction phase 1 / phase 2 | ratio over the preset's schedule |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in results["end_to_end"]:
-            p1, p2 = r["phase1"], r["phase2"]
-            sizes = {k: v for k, v in r["sizes"].items() if k != "model"}
-            lines.append(
-                f"| {r['name']} | {r['workers']} | {_sizes(sizes)} "
-                f"| {_seconds(r['data_s_per_batch_in_process'])} "
-                f"| {p1['end_to_end_samples_per_s']:.0f} / {p1['pure_samples_per_s']:.0f} "
-                f"| {p2['end_to_end_samples_per_s']:.0f} / {p2['pure_samples_per_s']:.0f} "
-                f"| **{p1['ratio']:.2f}** / **{p2['ratio']:.2f}** {'✓' if r['met'] else '✗'} "
-                f"| {p1['serial_prediction']:.2f} / {p2['serial_prediction']:.2f} "
-                f"| {r['ratio_schedule']:.2f} ({r['schedule_epochs']['phase1']} + "
-                f"{r['schedule_epochs']['phase2']} epochs) |"
-            )
-    lines += study_overhead.markdown(results.get("study", []))
-    lines += early_stopping.markdown(results.get("early_stopping", []))
-    lines += [
+    return lines
+
+
+def _throughput_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
         "",
-        "Ratio = baseline time / our time (best of N, median in brackets); > 1: ours is faster. "
-        "'not equivalent' rows compute a different map (speed reference only). Data / train > 1: "
-        "generating a batch is faster than training on it. P1 ratio = pure model step time / "
-        "end-to-end step time (synthesis + DataLoader + the same step; medians of interleaved "
-        "blocks); serial prediction = pure / (pure + data s/batch in process). "
-        "Shared CPUs: timings are noisy.",
+        "| pretext data (DataLoader, workers=0) | sizes | data samples/s "
+        "| ms/sample: defect + to_tensor | train samples/s phase 1 / phase 2 "
+        "| data / train phase 1 / phase 2 |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    return "\n".join(lines) + "\n"
+    for r in rows:
+        split = r["data_ms_per_sample_split"]
+        lines.append(
+            f"| {r['name']} | {_sizes(r['sizes'])} | {r['data_samples_per_s']:.0f} "
+            f"| {split['defect_ms']:.2f} + {split['to_tensor_ms']:.2f} "
+            f"| {r['train_phase1_samples_per_s']:.0f} / {r['train_phase2_samples_per_s']:.0f} "
+            f"| {r['data_over_train_phase1']:.1f}× / {r['data_over_train_phase2']:.1f}× |"
+        )
+    return lines
+
+
+def _end_to_end_lines(rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| P1 training step (cpu preset model, brick) | train.workers | sizes "
+        "| data s/batch in process | phase 1: end-to-end / pure samples/s "
+        "| phase 2: end-to-end / pure samples/s | ratio phase 1 / phase 2 (target ≥ 0.9) "
+        "| serial prediction phase 1 / phase 2 | ratio over the preset's schedule |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        p1, p2 = r["phase1"], r["phase2"]
+        sizes = {k: v for k, v in r["sizes"].items() if k != "model"}
+        lines.append(
+            f"| {r['name']} | {r['workers']} | {_sizes(sizes)} "
+            f"| {_seconds(r['data_s_per_batch_in_process'])} "
+            f"| {p1['end_to_end_samples_per_s']:.0f} / {p1['pure_samples_per_s']:.0f} "
+            f"| {p2['end_to_end_samples_per_s']:.0f} / {p2['pure_samples_per_s']:.0f} "
+            f"| **{p1['ratio']:.2f}** / **{p2['ratio']:.2f}** {'✓' if r['met'] else '✗'} "
+            f"| {p1['serial_prediction']:.2f} / {p2['serial_prediction']:.2f} "
+            f"| {r['ratio_schedule']:.2f} ({r['schedule_epochs']['phase1']} + "
+            f"{r['schedule_epochs']['phase2']} epochs) |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

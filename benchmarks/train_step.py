@@ -6,7 +6,8 @@ builds over the pretext data set (synthesis on the fly: crop, colour jitter, def
 ``.item()`` reads. The pure step is the same loop body on batches drawn beforehand (ready
 tensors). Both run on the same model, in interleaved blocks of steps (A B, B A, …), for each
 phase (1: backbone frozen, 2: all trained) and each ``pretext.mode`` at the ``cpu`` preset's sizes
-(batch 64; image mode: whole 128 px images, patch mode: 32 px patches).
+(its batch; image mode: whole images, patch mode: its patches). The phase set-up (which parameters
+train, SGD, cosine schedule) is :func:`phase_setup`, written as ``train.fit`` sets each phase up.
 
 ratio = pure step seconds / end-to-end step seconds (medians) = end-to-end samples/s over pure
 samples/s; target (issue P1): >= 0.9. ``train.workers`` is ssad's DataLoader worker count (default
@@ -29,7 +30,7 @@ from ssad.config import Config, load_config
 from ssad.data.pretext import PretextDataset
 from ssad.data.synthetic import make_sample
 from ssad.memory import MemoryBank
-from ssad.train import _optimizer, _set_phase_mode, build_model
+from ssad.train import build_model
 
 __all__ = ["TARGET", "bench_train_step"]
 
@@ -37,11 +38,43 @@ TARGET = 0.9  # end-to-end samples/s >= 0.9 x pure model-step samples/s
 Row = dict[str, object]
 
 
-def _config(mode: str, batch: int, workers: int) -> Config:
+# smoke-test sizes: a small ResNet-18 from random weights builds in a second
+QUICK = {
+    "data.image_size": 32,
+    "pretext.patch_size": 16,
+    "model.backbone": "resnet18",
+    "model.weights": "none",
+}
+
+
+def _config(mode: str, batch: int, workers: int, quick: bool = False) -> Config:
     return load_config(
         preset="cpu",
-        overrides={"pretext.mode": mode, "train.batch_size": batch, "train.workers": workers},
+        overrides={
+            "pretext.mode": mode,
+            "train.batch_size": batch,
+            "train.workers": workers,
+            **(QUICK if quick else {}),
+        },
     )
+
+
+def phase_setup(model: torch.nn.Module, config: Config, phase: int, steps: int):
+    """``train.fit``'s set-up of a phase: phase 1 trains the fusion layer, head and classifier
+    on a frozen backbone (BatchNorm statistics included), phase 2 everything; SGD with momentum
+    and weight decay, cosine schedule over the phase's steps. Returns (optimizer, scheduler)."""
+    t = config.train
+    model.train()
+    frozen = phase == 1
+    for p in model.backbone().parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        model.backbone().eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr, epochs = (t.phase1_lr, t.phase1_epochs) if frozen else (t.phase2_lr, t.phase2_epochs)
+    opt = torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
+    return opt, sched
 
 
 def brick_pretext(config: Config, length: int) -> PretextDataset:
@@ -86,8 +119,7 @@ class _Trainer:
         self.phase(1)
 
     def phase(self, phase: int) -> None:
-        self.opt, self.sched = _optimizer(self.model, self.config, phase, self.steps)
-        _set_phase_mode(self.model, phase)
+        self.opt, self.sched = phase_setup(self.model, self.config, phase, self.steps)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -116,11 +148,11 @@ def _timed_block(step: Callable[[], None], n: int) -> list[float]:
 
 
 def _measure(
-    mode: str, workers: int, *, batch: int, rounds: int, block: int, ready: int
+    mode: str, workers: int, *, batch: int, rounds: int, block: int, ready: int, quick: bool
 ) -> dict[str, object]:
     """Interleaved blocks of end-to-end and pure steps, per phase; medians per step."""
     device = torch.device("cpu")
-    config = _config(mode, batch, workers)
+    config = _config(mode, batch, workers, quick)
     steps_needed = 2 * rounds * block + ready + 4  # both phases, warm-ups, ready batches
     dataset = brick_pretext(config, length=batch * steps_needed * 2)
     loader = _loader(dataset, config, device)
@@ -165,9 +197,9 @@ def _measure(
     return out
 
 
-def _data_seconds_per_batch(mode: str, batch: int, n: int) -> float:
+def _data_seconds_per_batch(mode: str, batch: int, n: int, quick: bool) -> float:
     """Seconds to synthesise one batch in the training process (workers=0), median of ``n``."""
-    config = _config(mode, batch, 0)
+    config = _config(mode, batch, 0, quick)
     it = iter(_loader(brick_pretext(config, length=batch * (n + 1)), config, torch.device("cpu")))
     next(it)
     times = []
@@ -180,16 +212,19 @@ def _data_seconds_per_batch(mode: str, batch: int, n: int) -> float:
 
 def bench_train_step(quick: bool) -> list[Row]:
     """P1 rows: per pretext mode and ``train.workers`` (0: ssad's default, 1: the fix)."""
-    batch = 8 if quick else 64  # 64: the cpu preset's train.batch_size
     preset = load_config(preset="cpu").train
+    batch = 8 if quick else preset.batch_size
     epochs = (preset.phase1_epochs, preset.phase2_epochs)
     rows = []
     for mode in ("image", "patch"):
-        heavy = mode == "image" and not quick  # 128 px steps take 1-3 s each on 2 cores
-        rounds, block = (3, 2) if heavy else (4, 4) if not quick else (2, 2)
-        data_s = _data_seconds_per_batch(mode, batch, 3 if quick else 8)
+        cfg = _config(mode, batch, 0, quick)
+        heavy = mode == "image" and not quick  # whole-image steps take seconds each on 2 cores
+        rounds, block = (3, 2) if heavy else (4, 4) if not quick else (2, 1)
+        data_s = _data_seconds_per_batch(mode, batch, 3 if quick else 8, quick)
         for workers in (0, 1):
-            m = _measure(mode, workers, batch=batch, rounds=rounds, block=block, ready=4)
+            m = _measure(
+                mode, workers, batch=batch, rounds=rounds, block=block, ready=4, quick=quick
+            )
             phases = {p: m[f"phase{p}"] for p in (1, 2)}
             for p in phases.values():  # what serial synthesis predicts: pure / (pure + data)
                 p["serial_prediction"] = p["pure_s_per_step"] / (p["pure_s_per_step"] + data_s)
@@ -206,9 +241,11 @@ def bench_train_step(quick: bool) -> list[Row]:
                     "workers": workers,
                     "sizes": {
                         "batch": batch,
-                        "input_px": 128 if mode == "image" else 32,
+                        "input_px": cfg.data.image_size
+                        if mode == "image"
+                        else cfg.pretext.patch_size,
                         "class": "brick",
-                        "model": "cpu preset SSADNet (fusion 512, head 512x512, D 128)",
+                        "model": f"cpu preset SSADNet ({cfg.model.backbone})",
                     },
                     "data_s_per_batch_in_process": data_s,
                     "first_batch_s": m["first_batch_s"],

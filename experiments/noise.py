@@ -14,11 +14,11 @@ needs from the same weights:
 ``--per-epoch`` validates every epoch: ``before`` = the fifo bank on the old 20-image validation
 split (a data set generated with the old test counts), ``after`` = the final bank on the enlarged
 validation split (plus its moving average, the ASHA-facing metric). Validation decides; test
-metrics are reported. Results go to ``benchmarks/results/noise-<name>.json``::
+metrics are reported. Results go to ``experiments/results/noise-<name>.json``::
 
-    python benchmarks/noise.py --name demo --classes brick gelcap --seeds 0 1 2 3 4 --per-epoch \
+    python -m experiments.noise --name demo --classes brick gelcap --seeds 0 1 2 3 4 --per-epoch \
         --set train.phase2_epochs=10 --set train.min_samples=1024
-    python benchmarks/noise.py --name preset --seeds 0 1 2
+    python -m experiments.noise --name preset --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def overall(runs: list[dict]) -> dict:
     classes = list(dict.fromkeys(r["class"] for r in runs))
     # the rules train.py applies for auto (whatever the preset sets), under windows scoring
     auto = load_config(
-        preset="cpu",
+        preset="scratch",
         overrides={"memory.fill": "auto", "eval.scoring": "windows", "eval.position_norm": "auto"},
     )
     rules = {"auto": {c: bank_fill(auto, SYNTHETIC_CLASSES[c][0]) for c in classes}}

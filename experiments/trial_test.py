@@ -6,8 +6,8 @@ class's test half (the half validation never saw) and writes, per variant and cl
 image / pixel AUROC and AUPRO of every seed, with the trial's validation values and its time from
 Tune's ``result.json``::
 
-    python benchmarks/trial_test.py studies/pretrained_ablation.yaml
-    python benchmarks/trial_test.py --table benchmarks/results/trial-test-pretrained_ablation.json
+    python -m experiments.trial_test studies/pretrained_ablation.yaml
+    python -m experiments.trial_test --table experiments/results/trial-test-pretrained_ablation.json
 """
 
 from __future__ import annotations

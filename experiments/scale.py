@@ -5,11 +5,13 @@ benchmarks measured on this machine's CPU (one thread per library), read from th
 everything else is an **assumption**, named in ``ASSUMPTIONS`` and printed with the table:
 
 - measured (CPU, 1 thread): pure training step per sample in patch mode, phase 1 and 2
-  (``results/train-step.json``); pretext synthesis per sample (same file); windows scoring per
-  window, kNN over an 8000-vector bank and the map included (``results/scoring.json``); worker
-  start-up per trial, MLflow hook seconds per trial and per epoch, driver CPU per reported epoch
-  and in-trial seconds per epoch outside ``train.fit``'s epoch (checkpoint, artifacts, reporting)
-  (``results/study-overhead.json``); checkpoint size (the model's state and SGD momentum);
+  (``benchmarks/results/train-step.json``); pretext synthesis per sample (same file); windows
+  scoring per window, kNN over an 8000-vector bank and the map included
+  (``benchmarks/results/scoring.json``); worker start-up per trial, MLflow hook seconds per trial
+  and per epoch, driver CPU per reported epoch and in-trial seconds per epoch outside
+  ``train.fit``'s epoch (checkpoint, artifacts, reporting) (``results/study-overhead.json``: the
+  study-overhead measurement, docs/experiments.md); checkpoint size (the model's state and SGD
+  momentum);
 - the trial: ``studies/mvtec.yaml`` (256 px, patch mode, 32 px windows at stride 8, 10 + 50
   epochs of 500 samples, validation every epoch, ``memory.fill: auto`` — a final bank rebuilt
   over every training window of an object class at every validation — ASHA grace 10 /
@@ -20,7 +22,7 @@ everything else is an **assumption**, named in ``ASSUMPTIONS`` and printed with 
 
 Usage::
 
-    python benchmarks/scale.py [--speedup 50] [--out benchmarks/results/scale.json]
+    python -m experiments.scale [--speedup 50] [--out experiments/results/scale.json]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = ["ASSUMPTIONS", "MVTEC", "estimate", "main", "markdown", "measured"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
+BENCH_RESULTS = REPO / "benchmarks" / "results"  # train-step.json, scoring.json
 
 # MVTec AD (Bergmann et al., CVPR 2019): normal training images and test images per class.
 MVTEC = {
@@ -69,8 +72,8 @@ ASSUMPTIONS: dict[str, Any] = {
 }
 
 
-def _load(name: str) -> dict[str, Any]:
-    path = RESULTS / name
+def _load(name: str, folder: Path = BENCH_RESULTS) -> dict[str, Any]:
+    path = folder / name
     if not path.is_file():
         raise SystemExit(f"{path} missing: run the benchmark that writes it first (README.md)")
     return json.loads(path.read_text())
@@ -86,8 +89,9 @@ def measured() -> dict[str, Any]:
     batch = step["sizes"]["batch"]
     scoring = next(r for r in _load("scoring.json")["pairs"] if r["name"].startswith("scoring"))
     windows_per_image = 13 * 13  # 128 px, 32 px windows, stride 8
-    study = next(r for r in _load("study-overhead.json")["study"] if not r["reuse_actors"])
-    reused = next(r for r in _load("study-overhead.json")["study"] if r["reuse_actors"])
+    overhead = _load("study-overhead.json", RESULTS)["study"]
+    study = next(r for r in overhead if not r["reuse_actors"])
+    reused = next(r for r in overhead if r["reuse_actors"])
     return {
         "train_s_per_sample_phase1": step["phase1"]["pure_s_per_step"] / batch,
         "train_s_per_sample_phase2": step["phase2"]["pure_s_per_step"] / batch,
@@ -122,7 +126,7 @@ def estimate(
 ) -> dict[str, Any]:
     """Expected wall time of the study (``spec``: studies/mvtec.yaml) on ``nodes`` nodes and
     what bounds it: the largest of the slot, GPU, driver and storage times."""
-    from benchmarks.early_stopping import asha_share
+    from experiments.early_stopping import asha_share
 
     t, ev = spec.base.train, spec.base.eval
     size, patch, stride = spec.base.data.image_size, spec.base.pretext.patch_size, ev.patch_stride

@@ -3,12 +3,12 @@
 For every (class, seed): ``train.fit`` (training, if any, and the bank; no validation inside) is
 timed in process CPU seconds, then the validation and test splits are scored with the bank
 (``score_images``, maps included; test images/s in wall seconds). Validation decides, test is
-reported. Results go to ``benchmarks/results/preset-<name>.json``::
+reported. Results go to ``experiments/results/preset-<name>.json``::
 
-    python benchmarks/preset_quality.py --name cpu --seeds 0 1 2            # the cpu preset
-    python benchmarks/preset_quality.py --name seed-recipe --seeds 0 1 2 \\
+    python -m experiments.preset_quality --name cpu --seeds 0 1 2            # the cpu preset
+    python -m experiments.preset_quality --name seed-recipe --seeds 0 1 2 \\
         --set train.phase1_epochs=2 --set train.phase2_epochs=4
-    python benchmarks/preset_quality.py --table benchmarks/results/preset-cpu.json
+    python -m experiments.preset_quality --table experiments/results/preset-cpu.json
 """
 
 from __future__ import annotations

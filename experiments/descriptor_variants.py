@@ -10,10 +10,10 @@ training, ``--models``; trained first where missing) with windows against a fina
   median (the peak over the image's own typical level).
 
 Per (class, seed): validation image AUROC (all defects and per defect type) and pixel AUROC, in
-``benchmarks/results/descriptor-variants.json``::
+``experiments/results/descriptor-variants.json``::
 
-    python -m benchmarks.descriptor_variants --seeds 0 1 2
-    python -m benchmarks.descriptor_variants --table
+    python -m experiments.descriptor_variants --seeds 0 1 2
+    python -m experiments.descriptor_variants --table
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.scoring_variants import embed_windows, sweep
+from experiments.scoring_variants import embed_windows, sweep
 from ssad.data.images import read_image
 from ssad.data.synthetic import SYNTHETIC_CLASSES
 from ssad.localize import grid_starts, smooth_maps, upsample_grid

@@ -2,11 +2,11 @@
 
 Both studies are one spec apart: the same classes, search space, Optuna searcher seed, trial
 count, base config and concurrency; each runs through ``run_study`` on its own fresh local Ray
-(SQLite MLflow in a temp dir; observed by :mod:`benchmarks.studies`), one after the other in one
-process. Reported per study: compute used (Σ epochs trained, Σ trial seconds from Tune's
-``time_total_s``, ``Tuner.fit`` wall) and the best validation metric per class from the study's
-own leaderboard (finished trials; ``val_image_auroc_ema``); then ASHA / none ratios against the
-issue's target: <= 35 % of the compute for <= 1 AUROC point (0.01) lost.
+(SQLite MLflow in a temp dir), one after the other in one process; per-trial figures come from
+Tune's ``result.json`` files. Reported per study: compute used (Σ epochs trained, Σ trial
+seconds from Tune's ``time_total_s``, the runner's wall time) and the best validation metric per
+class from the study's own leaderboard (finished trials; ``val_image_auroc_ema``); then ASHA /
+none ratios against the issue's target: <= 35 % of the compute for <= 1 AUROC point (0.01) lost.
 
 The searcher sees results as they come: with ASHA it is told a stopped trial's last value (at an
 early epoch), so after Optuna's start-up trials (``max(2, trials // 3)`` per class) its proposals
@@ -14,9 +14,8 @@ may differ between the two studies. How many configurations both studies tried i
 
 Usage::
 
-    python benchmarks/early_stopping.py [--classes gelcap] [--trials 12] [--grace-period 1]
+    python -m experiments.early_stopping [--classes gelcap] [--trials 12] [--grace-period 1]
         [--reduction-factor 3] [--epochs 1 8] [--min-samples 64] [--out ...]
-    python benchmarks/run.py --only early_stopping
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,19 +34,106 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.studies import (
-    base_overrides,
-    instrumented_study,
-    local_ray,
-    make_data,
-    per_trial,
-    write_spec,
-)
+import yaml
 
-__all__ = ["bench_early_stopping", "compare", "main", "markdown", "measure"]
+from ssad.data.synthetic import generate
+
+__all__ = ["asha_share", "compare", "main", "markdown", "measure"]
 
 TARGETS = {"compute_ratio": 0.35, "auroc_lost": 0.01}
 Row = dict[str, Any]
+# The tests' tiny search space (tests/study/conftest.py): bank k, phase-2 learning rate, score.
+SPACE = {
+    "memory.k": {"type": "int", "low": 1, "high": 5},
+    "train.phase2_lr": {"type": "logfloat", "low": 0.001, "high": 0.1},
+    "eval.image_score": {"type": "categorical", "choices": ["max", "topk"]},
+}
+
+
+def base_overrides(min_samples: int, epochs: tuple[int, int]) -> dict[str, Any]:
+    """The tests' tiny trial (64 px, 16 px patches, batch 16) with a chosen length."""
+    return {
+        "data.image_size": 64,
+        "pretext.patch_size": 16,
+        "train.phase1_epochs": epochs[0],
+        "train.phase2_epochs": epochs[1],
+        "train.min_samples": min_samples,
+        "train.batch_size": 16,
+        "memory.bank_size": 500,
+        "eval.tsne": False,
+        "eval.heatmaps": 2,
+    }
+
+
+def write_spec(folder: Path, *, data_root: Path, name: str, **fields: Any) -> Path:
+    """A study spec in ``folder`` (SQLite MLflow and Tune storage inside it); ``fields`` override."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    spec: dict[str, Any] = {
+        "name": name,
+        "data": {"root": str(data_root)},
+        "search_space": "space.yaml",
+        "searcher": {"type": "optuna", "seed": 0},
+        "metric": "val_image_auroc_ema",
+        "mode": "max",
+        "seeds_per_config": 1,
+        "resources": {"cpu": 1, "gpu": 0},
+        "max_failures": 0,
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{(folder / 'mlflow.db').resolve()}",
+            "experiment": f"bench-{name}",
+        },
+        "storage_path": str((folder / "ray").resolve()),
+        **fields,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_local(spec_path: Path, num_cpus: int) -> dict[str, Any]:
+    """``run_study`` on a fresh local Ray (its own temp dir); the study's output and Tune's
+    per-trial reports (trial id → one dict per epoch, from ``result.json``)."""
+    import ray
+
+    from ssad.study.runner import run_study
+    from ssad.study.spec import load_spec
+
+    spec = load_spec(spec_path)
+    tmp = tempfile.mkdtemp(prefix="sse", dir="/tmp")  # short: Unix socket path limit
+    os.environ.update(RAY_TMPDIR=tmp, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        out = run_study(spec)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for path in (Path(spec.storage_path) / spec.name).glob("*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if rows:
+            results[rows[0]["trial_id"]] = rows
+    return {"spec": spec, "out": out, "results": results}
+
+
+def per_trial(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per trial from its last report: class, number, params, epochs, seconds, metric."""
+    rows = []
+    for trial_id, reports in sorted(raw["results"].items()):
+        last = reports[-1]
+        config = last.get("config") or {}
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "trial_number": config.get("trial_number"),
+                "params": config.get("params"),
+                "class": config.get("class_name"),
+                "epochs": int(last["training_iteration"]),
+                "time_total_s": float(last["time_total_s"]),
+                "metric": last.get(raw["spec"].metric),
+            }
+        )
+    return rows
 
 
 def _study(raw: dict[str, Any], scheduler: str) -> Row:
@@ -68,7 +156,7 @@ def _study(raw: dict[str, Any], scheduler: str) -> Row:
         "epochs": sum(t["epochs"] for t in trials),
         "max_epochs": len(trials) * spec.max_epochs,
         "trial_seconds": sum(t["time_total_s"] for t in trials),
-        "wall_s": raw["fit"]["wall_s"],
+        "wall_s": raw["out"]["stats"]["wall_s"],
         "best": best,
         "best_mean": sum(best.values()) / len(best) if best else math.nan,
         "configs": configs,
@@ -89,7 +177,14 @@ def measure(
     """Both studies, one after the other; returns the comparison row (``kind="early_stopping"``)."""
     with tempfile.TemporaryDirectory(prefix="ssad-bench-asha-") as tmp:
         folder = Path(tmp)
-        data = make_data(folder / "data", classes, n_train=16, n_test_good=16, per_defect=8)
+        data = generate(
+            folder / "data",
+            classes=classes,
+            size=64,
+            n_train=16,
+            n_test_good=16,
+            n_test_per_defect=8,
+        )
         studies = []
         for scheduler in ("asha", "none"):
             sched = (
@@ -109,8 +204,7 @@ def measure(
             )
             print(f"[early_stopping] scheduler {scheduler} …", file=sys.stderr, flush=True)
             tic = time.perf_counter()
-            with local_ray(num_cpus=concurrent):
-                raw = instrumented_study(spec)
+            raw = run_local(spec, concurrent)
             study = _study(raw, scheduler)
             study["run_s"] = time.perf_counter() - tic
             studies.append(study)
@@ -202,13 +296,6 @@ def compare(asha: Row, none: Row, sizes: dict[str, Any]) -> Row:
     return row
 
 
-def bench_early_stopping(quick: bool) -> list[Row]:
-    """For ``benchmarks/run.py --only early_stopping``."""
-    if quick:
-        return [measure(classes=["gelcap"], trials=3, epochs=(1, 3))]
-    return [measure(classes=["gelcap"])]
-
-
 def markdown(rows: list[Row]) -> list[str]:
     lines = []
     for r in rows:
@@ -235,7 +322,7 @@ def markdown(rows: list[Row]) -> list[str]:
             f"| {r['synchronous_sha_share']:.2f} | |",
             f"| Σ trial seconds | {a['trial_seconds']:.0f} s | {n['trial_seconds']:.0f} s "
             f"| {r['compute_ratio_trial_seconds']:.2f} | |",
-            f"| Tuner.fit wall | {a['wall_s']:.0f} s | {n['wall_s']:.0f} s "
+            f"| study wall (the runner's) | {a['wall_s']:.0f} s | {n['wall_s']:.0f} s "
             f"| {r['wall_ratio']:.2f} | |",
             f"| best val AUROC (EMA), mean over classes | {a['best_mean']:.3f} "
             f"| {n['best_mean']:.3f} | lost **{r['auroc_lost_mean']:+.3f}** {ok['auroc_lost']} "

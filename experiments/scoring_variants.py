@@ -12,11 +12,11 @@ from the same weights, scores the validation split with windows against:
   training image (``memory.views: 1``);
 
 each at k 1 and 3 and with the top-k and max-of-smoothed-map image scores. Validation image AUROC
-per class (and pixel AUROC) go to ``benchmarks/results/scoring-variants.json``::
+per class (and pixel AUROC) go to ``experiments/results/scoring-variants.json``::
 
-    python benchmarks/scoring_variants.py --seeds 0 1
-    python benchmarks/scoring_variants.py --table
-    python benchmarks/scoring_variants.py --untrained   # control: the preset's bank, no training
+    python -m experiments.scoring_variants --seeds 0 1
+    python -m experiments.scoring_variants --table
+    python -m experiments.scoring_variants --untrained   # control: the preset's bank, no training
 """
 
 from __future__ import annotations
