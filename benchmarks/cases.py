@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from benchmarks import reference as ref
 from benchmarks.convs import bench_convs
 from benchmarks.dense_bank import bench_dense_bank
+from benchmarks.export_runtimes import bench_export
 from benchmarks.gpu import bench_gpu
 from benchmarks.large_bank import bench_large_bank
 from benchmarks.precision import bench_precision
@@ -329,5 +330,6 @@ BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
     "dense_bank": bench_dense_bank,  # the cpu preset's dense scoring: IVF / coresets vs exact
     "precision": bench_precision,  # bf16 autocast vs fp32 training
     "convs": bench_convs,  # one-position linear vs nn.Conv2d in layer4
+    "export": bench_export,  # torch vs its ONNX export on onnxruntime / OpenVINO
     "gpu": bench_gpu,  # CUDA only: skipped elsewhere (benchmarks.gpu.why_not)
 }

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 import torch
 
+from benchmarks.timing import first_calls, machine_info, pair_row, set_threads, side_by_side
 from ssad.config import load_config
 from ssad.data.mvtec import load_class
 from ssad.data.synthetic import SYNTHETIC_CLASSES, generate
@@ -38,6 +39,8 @@ from ssad.plots import heatmap_overlays
 from ssad.runtimes import load_predictor
 
 __all__ = ["bench_export", "main"]
+
+Row = dict[str, object]
 
 THREADS = 2
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "export-runtimes.json"
@@ -89,53 +92,70 @@ def _class_row(root: Path, cls: str, folder: Path, size: int) -> dict[str, objec
     return row
 
 
-def _rate(predictor, images: np.ndarray, overlays: Path | None, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        scores, maps = predictor.predict(images)
-        if overlays is not None:
+def _predict_fns(folder: Path, images: np.ndarray, out: Path) -> dict[str, Callable[[], object]]:
+    """Each runtime's ``predict`` of ``images``, alone and followed by ``ssad predict``'s
+    overlays."""
+    fns: dict[str, Callable[[], object]] = {}
+    for backend in ("torch", "onnx", "openvino"):
+        predictor = load_predictor(folder, backend)
+
+        def score(p=predictor):
+            return p.predict(images)
+
+        def score_and_draw(p=predictor, b=backend):
+            scores, maps = p.predict(images)
+            names = [str(i) for i in range(len(images))]
             heatmap_overlays(
                 list(images),
                 list(maps),
                 [None] * len(images),
-                overlays,
-                names=[f"{i}" for i in range(len(images))],
+                out / b,
+                names=names,
                 scores=[float(s) for s in scores],
             )
-        best = min(best, time.perf_counter() - tic)
-    return len(images) / best
+
+        fns[backend] = score
+        fns[f"{backend} + overlays"] = score_and_draw
+    return fns
 
 
-def _throughput(folder: Path, images: np.ndarray, repeats: int, tmp: Path) -> list[dict]:
-    runtimes = {b: load_predictor(folder, b) for b in ("torch", "onnx", "openvino")}
-    for p in runtimes.values():
-        p.predict(images[:8])  # warm-up: first-call allocations, FAISS IVF build
+def _speed_rows(folder: Path, images: np.ndarray, repeat: int, tmp: Path, equality) -> list[Row]:
+    fns = _predict_fns(folder, images, tmp)
+    _, first_s = first_calls(fns)  # warm-up: first-call allocations, FAISS's IVF build
+    timings = side_by_side(fns, first_s=first_s, repeat=repeat, min_time=0.0)
     rows = []
-    for overlays in (False, True):
-        rates = {b: [] for b in runtimes}
-        for _ in range(repeats):  # interleaved, so a slow spell of the machine hits all alike
-            for b, p in runtimes.items():
-                rates[b].append(_rate(p, images, tmp / b if overlays else None, 1))
-        best = {b: max(r) for b, r in rates.items()}
-        for b in runtimes:
+    for suffix in ("", " + overlays"):
+        base = f"torch{suffix}"
+        for backend in ("onnx", "openvino"):
+            ours = f"{backend}{suffix}"
             rows.append(
-                {
-                    "runtime": b,
-                    "overlays": overlays,
-                    "images_per_s": round(best[b], 2),
-                    "ratio_to_torch": round(best[b] / best["torch"], 2),
-                }
+                pair_row(
+                    f"serving at {images.shape[1]} px: {ours} vs {base}",
+                    ours=ours,
+                    baseline=base,
+                    timings=timings,
+                    sizes={
+                        "images": len(images),
+                        "image_px": images.shape[1],
+                        "threads": THREADS,
+                        "images_per_s": len(images) / timings[ours].best_s,
+                        "torch_images_per_s": len(images) / timings[base].best_s,
+                    },
+                    equivalent=False,
+                    note="the export searches a coreset of the bank, torch FAISS's IVF over "
+                    "all of it: quality and equality per class in `classes`",
+                    classes=equality,
+                )
             )
     return rows
 
 
-def bench_export(quick: bool) -> dict[str, object]:
+def bench_export(quick: bool) -> list[Row]:
     size = 64 if quick else 256
     classes = list(SYNTHETIC_CLASSES)[:1] if quick else list(SYNTHETIC_CLASSES)
     counts = (8, 4, 2) if quick else (60, 30, 15)
     before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
+    set_threads(THREADS)
     try:
         with tempfile.TemporaryDirectory(prefix="ssad-bench-export-") as tmp:
             tmp = Path(tmp)
@@ -147,24 +167,17 @@ def bench_export(quick: bool) -> dict[str, object]:
                 n_test_good=counts[1],
                 n_test_per_defect=counts[2],
             )
-            rows = []
+            equality = []
             for cls in classes:
                 folder = _detector(root, cls, tmp / "det" / cls, size)
-                rows.append(_class_row(root, cls, folder, size))
-                print(f"[export] {cls}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+                equality.append(_class_row(root, cls, folder, size))
+                print(f"[export] {json.dumps(equality[-1])}", file=sys.stderr, flush=True)
             images = load_samples(load_class(root, classes[0]).test, size).images[:32]
-            speed = _throughput(tmp / "det" / classes[0], images, 1 if quick else 3, tmp / "o")
+            return _speed_rows(
+                tmp / "det" / classes[0], images, 1 if quick else 3, tmp / "o", equality
+            )
     finally:
-        torch.set_num_threads(before)
-    return {
-        "quick": quick,
-        "threads": THREADS,
-        "image_size": size,
-        "export_bank": DEFAULT_BANK_SIZE,
-        "classes": rows,
-        "throughput_class": classes[0],
-        "throughput": speed,
-    }
+        set_threads(before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,13 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="64 px, one class, tiny split")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
-    result = bench_export(args.quick)
+    rows = bench_export(args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    for r in result["throughput"]:
+    args.out.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=2))
+    for r in rows:
         print(
-            f"{r['runtime']:>9} overlays={r['overlays']!s:5} {r['images_per_s']:7.2f} img/s "
-            f"x{r['ratio_to_torch']:.2f}"
+            f"{r['name']}: x{r['ratio']:.2f} ({r['sizes']['images_per_s']:.1f} vs "
+            f"{r['sizes']['torch_images_per_s']:.1f} images/s)"
         )
     print(f"→ {args.out}")
     return 0
