@@ -177,7 +177,7 @@ def local_ray(num_cpus: int) -> Iterator[Path]:
 def _traced(trace_dir: str, trainable):
     """The trial function, recording (inside the trial's worker) its times and peak RSS."""
 
-    def tune_trainable(trial_config, *, base, metric=None, fault=None):
+    def tune_trainable(trial_config, *, base, metric=None, **hooks):
         import resource
 
         from ray import tune
@@ -194,7 +194,7 @@ def _traced(trace_dir: str, trainable):
             "rss_at_start_mb": psutil.Process().memory_info().rss / 2**20,
         }
         try:
-            return trainable(trial_config, base=base, metric=metric, fault=fault)
+            return trainable(trial_config, base=base, metric=metric, **hooks)
         finally:
             record.update(
                 end=time.time(),
