@@ -44,6 +44,7 @@ from ssad.study.tracking import (
     unreachable,
 )
 from ssad.study.trial import resolve_trial_config
+from ssad.study.tune_internals import snapshot_trial_ids
 from ssad.train import scheduled_epochs
 
 __all__ = ["LOGGED", "RETRY_S", "MlflowTrials", "epoch_metrics", "error_text", "result_start_ms"]
@@ -275,7 +276,7 @@ class MlflowTrials(Callback):
         if self.reconciled or time.monotonic() < self.reconcile_at:
             return
         try:
-            lost = self.tracker.retire_lost({t.trial_id for t in trials})
+            lost = self.tracker.retire_lost(snapshot_trial_ids(trials))
         except TRACKING_ERRORS as exc:
             log.warning("MLflow: runs of lost trials not checked yet (%s)", type(exc).__name__)
             self.reconcile_at = time.monotonic() + RETRY_S

@@ -1,7 +1,9 @@
-"""Test-only fault injection for trials (the fault suite in ``tests/study/test_faults.py``).
+"""Test-only fault injection for studies (the fault suite in ``tests/study/test_faults.py``).
 
-Set ``SSAD_FAULT_INJECT`` in the driver's environment; the runner reads it once and hands it to
-every trial (workers never read the variable themselves). Comma-separated rules::
+A test passes ``FaultHooks(RULES)`` to ``run_study(spec, hooks=...)`` (see
+:mod:`ssad.study.hooks`); a test that must kill the driver runs it as a process:
+``python -m ssad.study.faults RULES SPEC [--resume | --new]``. Nothing in the production path
+reads the rules. Comma-separated rules::
 
     raise:brick      every brick trial raises InjectedFault before training
     raise@2:brick/1  brick trials of seed replica 1 raise when they report epoch 2 (a retry
@@ -15,41 +17,43 @@ A rule matches a trial by its class and, after ``/``, its seed replica (``0`` to
 can SIGKILL it there (``tests/study/test_resume.py``)::
 
     stall:between    after a trial completed, before Tune asks the searcher for the next one
-                     (a Tune callback, :class:`DriverStall`, added by the runner with this rule)
+                     (a Tune callback, :class:`DriverStall`, added to a new Tune experiment;
+                     a resume restores the first launch's callbacks, inert there)
     stall:final      in the final logging: the dashboard logged, leaderboard and summary not yet
 
 A stalled driver writes ``ssad-fault: driver stalls at STAGE`` to stderr, then sleeps
-``STALL_SECONDS`` and goes on. Not for production use: nothing else reads the variable, and an
-unset or empty variable injects nothing.
+``STALL_SECONDS`` and goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from ray.tune import Callback
 from torch import nn
 
+from ssad.study.hooks import StudyHooks
+
 __all__ = [
-    "ENV",
     "STAGES",
     "DriverStall",
     "Fault",
+    "FaultHooks",
     "InjectedFault",
     "for_trial",
+    "main",
     "nan_logits",
     "parse",
     "stall",
 ]
 
-ENV = "SSAD_FAULT_INJECT"
 STAGES = ("between", "final")  # where a driver rule (stall:STAGE) stalls the driver
 STALL_SECONDS = 300.0
 
@@ -67,7 +71,7 @@ class Fault:
 
 
 def parse(text: str | None) -> tuple[Fault, ...]:
-    """Parse ``SSAD_FAULT_INJECT``; a malformed rule raises ValueError naming it."""
+    """Parse fault rules; a malformed rule raises ValueError naming it."""
     faults = []
     for rule in (text or "").split(","):
         rule = rule.strip()
@@ -85,7 +89,7 @@ def parse(text: str | None) -> tuple[Fault, ...]:
             or (kind == "stall" and (cls not in STAGES or epoch or seed))
         ):
             raise ValueError(
-                f"{ENV}: bad rule {rule!r} (raise[@EPOCH]:CLASS[/SEED] | nan:CLASS[/SEED] | "
+                f"fault rules: bad rule {rule!r} (raise[@EPOCH]:CLASS[/SEED] | nan:CLASS[/SEED] | "
                 f"stall:{'|'.join(STAGES)})"
             )
         faults.append(Fault(kind, cls, int(seed) if seed else None, int(epoch or 0)))
@@ -122,13 +126,12 @@ class DriverStall(Callback):
     """Tune callback for ``stall:between``: stalls the driver at the end of the Tune step in
     which a trial completed, before the next step asks the searcher for another trial.
 
-    Pickled into Tune's ``tuner.pkl`` with the other callbacks, so a resumed study has it too:
-    it reads the rule from ``SSAD_FAULT_INJECT`` when Tune sets it up, never from the pickle
-    (a resume without the variable does not stall again).
+    Pickled into Tune's ``tuner.pkl`` with the other callbacks, without its rules: the copy a
+    resumed study restores never stalls (the rules apply to the launch that passed them).
     """
 
-    def __init__(self) -> None:
-        self.text: str | None = None
+    def __init__(self, text: str | None = None) -> None:
+        self.text = text
         self.completed = False
 
     def __getstate__(self) -> dict:
@@ -138,7 +141,7 @@ class DriverStall(Callback):
         self.__init__()
 
     def setup(self, **info) -> None:
-        self.text, self.completed = os.environ.get(ENV) or None, False
+        self.completed = False
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.completed = True
@@ -175,3 +178,66 @@ def nan_logits(num_classes: int = 3) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+class FaultHooks(StudyHooks):
+    """Study hooks that inject the faults of ``text`` (the rules above; parsed here, so a
+    malformed rule fails before anything launches)."""
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text or None
+        self.rules = parse(text)
+
+    def driver_callbacks(self) -> list[Any]:
+        return [DriverStall(self.text)] if any(f.kind == "stall" for f in self.rules) else []
+
+    def driver_stage(self, stage: str) -> None:
+        stall(stage, self.text)
+
+    def trial_start(self, trial_config: dict[str, Any]) -> None:
+        rule = for_trial(self.rules, trial_config)
+        if rule is not None and rule.kind == "raise" and rule.epoch == 0:
+            raise InjectedFault(f"injected fault: trial raises before training ({rule})")
+
+    def trial_report(self, trial_config: dict[str, Any], metrics: dict[str, Any]) -> None:
+        rule = for_trial(self.rules, trial_config)
+        if rule is not None and rule.kind == "raise" and metrics.get("epoch") == rule.epoch:
+            raise InjectedFault(f"injected fault: trial raises at epoch {rule.epoch}")
+
+    @contextlib.contextmanager
+    def trial_running(self, trial_config: dict[str, Any]) -> Iterator[None]:
+        rule = for_trial(self.rules, trial_config)
+        if rule is not None and rule.kind == "nan":
+            with nan_logits():
+                yield
+        else:
+            yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ssad.study.faults RULES SPEC [--resume | --new]``: ``ssad study run`` with
+    the faults of RULES injected (a driver a test can SIGKILL at a stall)."""
+    import argparse
+    import logging
+
+    from ssad.study.runner import run_study
+    from ssad.study.spec import load_spec
+
+    parser = argparse.ArgumentParser(prog="python -m ssad.study.faults")
+    parser.add_argument("rules")
+    parser.add_argument("spec")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--new", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    hooks = FaultHooks(args.rules)
+    out = run_study(load_spec(args.spec), resume=args.resume, new=args.new, hooks=hooks)
+    return 1 if out["errors"] else 0
+
+
+if __name__ == "__main__":
+    # the module's own classes, not __main__'s: Tune pickles DriverStall into tuner.pkl, and a
+    # later `ssad study run --resume` must unpickle it
+    from ssad.study.faults import main as _main
+
+    sys.exit(_main())

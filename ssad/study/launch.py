@@ -10,21 +10,80 @@ launch over a study that already has either is refused unless the user says what
 - ``--new`` starts a new launch: the old Tune folder is kept beside the new one
   (``<name>.launch-<old id>``), a new parent run gets a new launch id, and readers (leaderboard,
   promotion) see only the new launch's trials. Old runs stay in MLflow, never mixed in.
+
+The driver holds a launch's state in one :class:`Launch` (Tune folder, launch id, parent run,
+whether Tune state is restored) and writes it into the study record before every ``fit``; the
+Tune callback and ``ssad study sync`` read it back from there, never from elsewhere. State that
+Tune must snapshot with its trials stays in Tune's folder, next to them: the searcher's
+(``searcher-state-*.pkl``) and the per-class ASHA rungs (``callback-states-*.pkl``,
+:class:`ssad.study.routing.SchedulerState`). Runs of trials a killed driver left unrecorded
+are retired at a session's first Tune step (``StudyTracker.retire_lost``, relying on Tune's
+ordering: :mod:`ssad.study.tune_internals`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ssad.study.record import check_resume, read_record
+from ssad.study.record import check_resume, read_record, write_record
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import TAG_LAUNCH, StudyTracker
 
-__all__ = ["archive_folder", "prepare_launch"]
+__all__ = ["Launch", "archive_folder", "open_launch", "prepare_launch"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Launch:
+    """One launch of a study as the driver knows it; the single source of its state."""
+
+    exp_dir: Path  # Tune's experiment folder (storage_path / name), the record inside it
+    launch_id: str | None  # MLflow tag ssad.launch_id; None until the parent run makes one
+    restorable: bool  # Tune state to restore (--resume, or a relaunch of a killed first launch)
+    parent_id: str | None = None  # the launch's MLflow parent run, once opened
+
+    def open_parent(self, tracker: StudyTracker, *, params: dict[str, Any], artifacts) -> str:
+        """The launch's parent run (reused on resume, else created with params and artifacts)."""
+        self.parent_id = tracker.parent_run(params=params, artifacts=artifacts)
+        self.launch_id = tracker.current_launch()
+        return self.parent_id
+
+    def write_record(
+        self, spec: StudySpec, tracker: StudyTracker, *, base: dict[str, Any], prints: dict
+    ) -> dict[str, Any]:
+        """Where and what the Tune callback logs, read by it when Tune sets it up: a restored
+        experiment logs to the tracking store named now (a resume may change only that). The
+        spec's hash is tagged on the parent run."""
+        record = write_record(
+            self.exp_dir,
+            spec,
+            launch_id=self.launch_id,
+            parent_id=self.parent_id,
+            base=base,
+            prints=prints,
+            max_t=spec.max_epochs,
+        )
+        tracker.set_tags(self.parent_id, {"ssad.spec_hash": record["spec_hash"]})
+        return record
+
+
+def open_launch(
+    spec: StudySpec, tracker: StudyTracker, *, resume: bool = False, new: bool = False
+) -> Launch:
+    """Decide the launch (:func:`prepare_launch`, same refusals) and gather its state."""
+    from ray import tune
+
+    launch_id = prepare_launch(spec, tracker, resume=resume, new=new)
+    if launch_id:
+        log.info("study %s: launch %s", spec.name, launch_id)
+    exp_dir = spec.storage_path / spec.name
+    restorable = exp_dir.exists() and tune.Tuner.can_restore(str(exp_dir))
+    return Launch(exp_dir=exp_dir, launch_id=launch_id, restorable=restorable)
 
 
 def prepare_launch(

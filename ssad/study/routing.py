@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ssad.study.report import TRIAL_NUMBER
 from ssad.study.spec import SearchSpace
+from ssad.study.tune_internals import asha_rungs, dump_state, load_state, rename_pending
 
 __all__ = ["ClassRoutedScheduler", "ClassRoutedSearcher", "SchedulerState", "define_by_run"]
 
@@ -192,7 +192,7 @@ class ClassRoutedSearcher(Searcher):
             if earlier is None:
                 break
             repeat = f"{trial_id}-repeat{ask}"
-            sub._ot_trials[repeat] = sub._ot_trials.pop(trial_id)
+            rename_pending(sub, trial_id, repeat)
             self._tell(sub, repeat, list(self.results[earlier].values()))
             params = sub.suggest(trial_id)
         return params
@@ -227,12 +227,10 @@ class ClassRoutedSearcher(Searcher):
 
     # Tuner.restore silently loses a searcher's state without these.
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        dump_state(checkpoint_path, self.__dict__)  # the per-class OptunaSearch objects whole
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
+        state = load_state(checkpoint_path)
         state.setdefault("numbered", dict.fromkeys(self.classes, 0))  # saved before numbering
         self.__dict__.update(state)
 
@@ -282,14 +280,7 @@ class ClassRoutedScheduler(FIFOScheduler):
 
     def rung_records(self) -> dict[str, list[tuple[int, dict[str, float]]]]:
         """class → [(milestone, {trial id: metric at that milestone})] of every ASHA bracket."""
-        return {
-            cls: [
-                (int(t), dict(recorded))
-                for bracket in getattr(sched, "_brackets", [])
-                for t, recorded in bracket._rungs
-            ]
-            for cls, sched in sorted(self.per_class.items())
-        }
+        return {cls: asha_rungs(sched) for cls, sched in sorted(self.per_class.items())}
 
     def debug_string(self) -> str:
         return "Per-class ASHA: " + "; ".join(

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ssad.data.mvtec import DatasetError, check_files, fingerprint, load_class
-from ssad.study import faults
-from ssad.study.launch import prepare_launch
-from ssad.study.record import write_record
+from ssad.study.hooks import NO_HOOKS, StudyHooks
+from ssad.study.launch import Launch, open_launch
 from ssad.study.report import leading, trial_name
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import StudyTracker, check_tracking_uri
@@ -122,20 +121,17 @@ def tune_trainable(
     *,
     base: dict[str, Any],
     metric: str | None = None,
-    fault: str | None = None,
+    hooks: StudyHooks = NO_HOOKS,
 ) -> None:
     """The Tune function trainable: resumes from Tune's checkpoint, reports every epoch.
 
     ``metric`` (the study's), ``epoch`` and ``phase`` lead each report: Tune's live table shows
-    the first four numbers of a report. ``fault``: test-only rules from ``SSAD_FAULT_INJECT``
-    (see :mod:`ssad.study.faults`).
+    the first four numbers of a report. ``hooks``: the study's (:mod:`ssad.study.hooks`).
     """
     from ray import tune
 
     config = resolve_trial_config(base, trial_config)
-    rule = faults.for_trial(faults.parse(fault), trial_config)
-    if rule is not None and rule.kind == "raise" and rule.epoch == 0:
-        raise faults.InjectedFault(f"injected fault: trial raises before training ({rule})")
+    hooks.trial_start(trial_config)
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -147,18 +143,14 @@ def tune_trainable(
     node = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict[str, float], folder: Path) -> None:
-        if rule is not None and rule.kind == "raise" and metrics.get("epoch") == rule.epoch:
-            raise faults.InjectedFault(f"injected fault: trial raises at epoch {rule.epoch}")
+        hooks.trial_report(trial_config, metrics)
         tune.report(
             {**leading(metrics, (metric, "epoch", "phase")), "node_id": node},
             checkpoint=tune.Checkpoint.from_directory(str(folder)),
         )
 
     try:
-        if rule is not None and rule.kind == "nan":
-            with faults.nan_logits():
-                run_trial(config, report, resume=resume)
-        else:
+        with hooks.trial_running(trial_config):
             run_trial(config, report, resume=resume)
     finally:
         release_memory()
@@ -186,37 +178,55 @@ def run_study(
     resume: bool = False,
     new: bool = False,
     ray_address: str | None = None,
+    hooks: StudyHooks = NO_HOOKS,
 ) -> dict[str, Any]:
-    """Run (or resume) the study; returns ``{"wall_s", "leaderboard", "experiment_id", ...}``."""
-    from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
+    """Run (or resume) the study; returns ``{"wall_s", "leaderboard", "experiment_id", ...}``.
 
-    from ssad.study.callbacks import MlflowTrials
-    from ssad.study.progress import class_progress
-    from ssad.study.routing import (
-        ClassRoutedScheduler,
-        ClassRoutedSearcher,
-        SchedulerState,
-        asha_factory,
-    )
+    ``hooks``: called at fixed points of the driver and the trials (:mod:`ssad.study.hooks`;
+    the fault suite injects its faults through them).
+    """
+    from ray import tune
 
     spec, prints = preflight(spec)
     tracker = StudyTracker(spec.tracking_uri, spec.experiment, spec.name)
     # first launch / --resume / --new, decided before Ray starts: a re-launch never reuses an
     # old launch's parent run or mixes with its trial runs (--new moves the old Tune folder aside)
-    launch = prepare_launch(spec, tracker, resume=resume, new=new)
-    if launch:
-        log.info("study %s: launch %s", spec.name, launch)
-    exp_dir = spec.storage_path / spec.name
-    restorable = exp_dir.exists() and tune.Tuner.can_restore(str(exp_dir))
+    launch = open_launch(spec, tracker, resume=resume, new=new)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     # Every epoch checkpoints (num_to_keep forces an experiment snapshot each time: that is what
     # makes a SIGKILLed driver resumable); silence Tune's warning about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    fault = os.environ.get(faults.ENV) or None
-    faults.parse(fault)  # a malformed rule fails here, not in every trial
     _init_ray(ray_address or spec.ray_address, spec)
     check_resources(spec)
+    sources = {spec.path, Path(spec.space.source).resolve()}  # an ablation's space is its spec
+    parent_id = launch.open_parent(tracker, params=_parent_params(spec), artifacts=sorted(sources))
+    base = spec.base
+    launch.write_record(spec, tracker, base=base.to_dict(), prints=prints)
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trainable, base=base.to_dict(), metric=spec.metric, hooks=hooks),
+        {"cpu": spec.cpu, "gpu": spec.gpu},
+    )
+    tic = time.time()
+    if launch.restorable:
+        tuner = tune.Tuner.restore(str(launch.exp_dir), trainable=trainable, resume_errored=True)
+    else:
+        tuner = _new_tuner(spec, trainable, launch, hooks)
+    results = tuner.fit()
+    board, stats, table = finish_study(tracker, parent_id, spec, time.time() - tic, hooks=hooks)
+    errors = sum(1 for r in results if r.error is not None)
+    return {
+        "leaderboard": board,
+        "stats": stats,
+        "errors": errors,
+        "experiment_id": tracker.experiment_id,
+        "parent_run_id": parent_id,
+        "tracking_uri": spec.tracking_uri,
+        "ablation": table,
+    }
+
+
+def _parent_params(spec: StudySpec) -> dict[str, Any]:
+    """What the launch's parent run logs as params."""
     params = {
         "classes": ",".join(spec.classes),
         "searcher": spec.searcher,
@@ -231,95 +241,76 @@ def run_study(
     }
     if spec.kind == "ablation":
         params.update(kind="ablation", baseline=spec.baseline, variants=",".join(spec.variants))
-    sources = {spec.path, Path(spec.space.source).resolve()}  # an ablation's space is its spec
-    parent_id = tracker.parent_run(params=params, artifacts=sorted(sources))
-    base = spec.base
-    # Where and what the MLflow callback logs, read by it when Tune sets it up: a restored
-    # experiment logs to the tracking store named now (a resume may change only that).
-    record = write_record(
-        exp_dir,
-        spec,
-        launch_id=tracker.current_launch(),
-        parent_id=parent_id,
-        base=base.to_dict(),
-        prints=prints,
-        max_t=spec.max_epochs,
+    return params
+
+
+def _new_tuner(spec: StudySpec, trainable: Any, launch: Launch, hooks: StudyHooks) -> Any:
+    """A new Tune experiment: the per-class searcher and scheduler, the driver's callbacks."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    from ssad.study.callbacks import MlflowTrials
+    from ssad.study.progress import class_progress
+    from ssad.study.routing import (
+        ClassRoutedScheduler,
+        ClassRoutedSearcher,
+        SchedulerState,
+        asha_factory,
     )
-    tracker.set_tags(parent_id, {"ssad.spec_hash": record["spec_hash"]})
-    trainable = tune.with_resources(
-        tune.with_parameters(tune_trainable, base=base.to_dict(), metric=spec.metric, fault=fault),
-        {"cpu": spec.cpu, "gpu": spec.gpu},
-    )
+
     # An ablation's trials validate at the end only (by default): no per-report metric for Tune
     # to require; its searcher hands out the variants and needs no results.
     tune_metric, tune_mode = (None, None) if spec.kind == "ablation" else (spec.metric, spec.mode)
-    tic = time.time()
-    if restorable:
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
+    searcher = ClassRoutedSearcher(
+        classes=list(spec.classes),
+        space=spec.space,
+        configs_per_class=spec.configs_per_class(),
+        seeds_per_config=spec.seeds_per_config,
+        kind=spec.searcher,
+        seed=spec.searcher_seed,
+        metric=tune_metric,
+        mode=tune_mode,
+        variants=spec.variants,
+    )
+    callbacks = [MlflowTrials(launch.exp_dir)]
+    if spec.scheduler == "asha":
+        make = asha_factory(
+            max_t=spec.max_epochs,
+            grace_period=spec.grace_period,
+            reduction_factor=spec.reduction_factor,
+        )
+        scheduler = ClassRoutedScheduler(make, metric=spec.metric, mode=spec.mode)
+        callbacks.append(SchedulerState(scheduler))
     else:
-        searcher = ClassRoutedSearcher(
-            classes=list(spec.classes),
-            space=spec.space,
-            configs_per_class=spec.configs_per_class(),
-            seeds_per_config=spec.seeds_per_config,
-            kind=spec.searcher,
-            seed=spec.searcher_seed,
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=spec.total_trials(),
+            max_concurrent_trials=spec.max_concurrent,
             metric=tune_metric,
             mode=tune_mode,
-            variants=spec.variants,
-        )
-        if spec.scheduler == "asha":
-            make = asha_factory(
-                max_t=spec.max_epochs,
-                grace_period=spec.grace_period,
-                reduction_factor=spec.reduction_factor,
-            )
-            scheduler = ClassRoutedScheduler(make, metric=spec.metric, mode=spec.mode)
-            callbacks = [MlflowTrials(exp_dir), SchedulerState(scheduler)]
-        else:
-            scheduler = FIFOScheduler()
-            callbacks = [MlflowTrials(exp_dir)]
-        if any(f.kind == "stall" for f in faults.parse(fault)):  # test-only (faults.py)
-            callbacks.append(faults.DriverStall())
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=spec.total_trials(),
-                max_concurrent_trials=spec.max_concurrent,
-                metric=tune_metric,
-                mode=tune_mode,
-                trial_name_creator=trial_name,  # brick-0007: class and number within it
-                trial_dirname_creator=trial_name,
-                # a Ray worker runs trial after trial: its imports (torch, torchvision, ...) cost
-                # ~13 s per trial otherwise (docs/measurements-scratch.md, P4); trials share one resource request
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=str(spec.storage_path),
-                callbacks=[*callbacks, class_progress(spec)],  # per-class console lines
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                # Two, not one: Tune deletes the older checkpoint before its (asynchronous)
-                # experiment snapshot lands; with one kept, a driver killed in between leaves a
-                # snapshot pointing at a deleted checkpoint and --resume fails.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                verbose=0,  # Tune's own table and parameter dumps: ssad.study.progress instead
-            ),
-        )
-    results = tuner.fit()
-    board, stats, table = finish_study(tracker, parent_id, spec, time.time() - tic, fault=fault)
-    errors = sum(1 for r in results if r.error is not None)
-    return {
-        "leaderboard": board,
-        "stats": stats,
-        "errors": errors,
-        "experiment_id": tracker.experiment_id,
-        "parent_run_id": parent_id,
-        "tracking_uri": spec.tracking_uri,
-        "ablation": table,
-    }
+            trial_name_creator=trial_name,  # brick-0007: class and number within it
+            trial_dirname_creator=trial_name,
+            # a Ray worker runs trial after trial: its imports (torch, torchvision, ...) cost
+            # ~13 s per trial otherwise (docs/measurements-scratch.md, P4); trials share one resource request
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(spec.storage_path),
+            # per-class console lines (ssad.study.progress) instead of Tune's table
+            callbacks=[*callbacks, class_progress(spec), *hooks.driver_callbacks()],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            # Two, not one: Tune deletes the older checkpoint before its (asynchronous)
+            # experiment snapshot lands; with one kept, a driver killed in between leaves a
+            # snapshot pointing at a deleted checkpoint and --resume fails.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    )
 
 
 def finish_study(
@@ -329,7 +320,7 @@ def finish_study(
     wall: float,
     *,
     have: frozenset[str] | set[str] = frozenset(),
-    fault: str | None = None,
+    hooks: StudyHooks = NO_HOOKS,
 ) -> tuple[Any, dict[str, Any], Any]:
     """The end-of-study records on the launch's parent run: an ablation's table, the dashboard,
     the leaderboard and the summary (then the run is closed). ``have``: the parent's artifact
@@ -358,6 +349,6 @@ def finish_study(
             log_dashboard(tracker, parent_id, dashboard_for(spec), spec)
         except (ValueError, OSError) as exc:  # a broken dashboard must not fail a finished study
             log.warning("dashboard not rendered: %s", exc)
-    faults.stall("final", fault)  # test-only: a driver SIGKILLed mid-way through this logging
+    hooks.driver_stage("final")
     summary_artifacts(tracker, parent_id, board, stats)
     return board, stats, table

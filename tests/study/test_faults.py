@@ -2,9 +2,9 @@
 
 Real components only: an in-process local Ray (or a real ``ray start`` head for the concurrent
 case), real MLflow stores (SQLite, or a real ``mlflow server`` started and stopped by the test),
-real trials on the tiny data set. Trial faults are injected through ``SSAD_FAULT_INJECT``
-(test-only, see :mod:`ssad.study.faults`); the NaN fault makes the real loss NaN so that
-``ssad.train`` raises its own FloatingPointError.
+real trials on the tiny data set. Trial faults are injected through the study's hooks
+(``run_study(spec, hooks=FaultHooks(RULES))``, see :mod:`ssad.study.faults`); the NaN fault
+makes the real loss NaN so that ``ssad.train`` raises its own FloatingPointError.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 
 from ssad.cli import main
+from ssad.study.faults import FaultHooks
 from ssad.study.runner import run_study
 from ssad.study.spec import SpecError, load_spec
 
@@ -40,14 +41,13 @@ def _runs(client: MlflowClient, experiment: str) -> list:
 
 @pytest.mark.slow
 def test_failing_trials_are_retried_then_recorded(
-    local_ray, make_spec, tmp_path: Path, monkeypatch
+    local_ray, make_spec, tmp_path: Path
 ) -> None:
     """One trial raises at epoch 2, one diverges (NaN loss): each is retried max_failures times,
     then closed as failed with its error text; the other trials and the study complete."""
-    monkeypatch.setenv("SSAD_FAULT_INJECT", "raise@2:brick/1,nan:gelcap/1")
     path = make_spec(tmp_path, name="faults", num_samples=1, seeds_per_config=2, max_failures=1)
     spec = load_spec(path)
-    out = run_study(spec)
+    out = run_study(spec, hooks=FaultHooks("raise@2:brick/1,nan:gelcap/1"))
 
     assert out["errors"] == 2
     assert out["stats"]["trials"] == 4 and out["stats"]["failed"] == 2

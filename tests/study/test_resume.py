@@ -4,8 +4,8 @@ The driver runs as ``ssad study run`` in its own process group with a private lo
 trial has finished (recorded in MLflow and in Tune's experiment snapshot) and others are still
 to come, the driver alone is SIGKILLed; the test records which of its Ray processes outlive it,
 then stops those by id, and resumes. Two more kill points are made exact with the test-only
-driver rules of ``SSAD_FAULT_INJECT`` (:mod:`ssad.study.faults`): the driver stalls between two
-trials (``stall:between``), or in the final logging after the dashboard and before the
+driver rules of :mod:`ssad.study.faults` (that driver runs as ``python -m ssad.study.faults
+RULES SPEC``, the same ``run_study`` with fault hooks): the driver stalls between two trials (``stall:between``), or in the final logging after the dashboard and before the
 leaderboard and summary (``stall:final``), and is SIGKILLed there.
 """
 
@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 
 from ssad.study.spec import load_spec
 from ssad.study.tracking import StudyTracker
+from ssad.study.tune_internals import optuna_study
 
 pytestmark = pytest.mark.slow
 
@@ -92,11 +93,15 @@ def _title(pid: int) -> str:
         return argv[0].decode().strip()
 
 
-def run_cli(box, args: list[str], log: Path, cwd: Path, **env: str) -> subprocess.Popen:
+def run_cli(
+    box, args: list[str], log: Path, cwd: Path, faults: str | None = None
+) -> subprocess.Popen:
+    """``ssad study run ARGS``; with ``faults``, the fault driver with those rules instead."""
+    main = ["ssad.study.faults", faults] if faults else ["ssad.cli", "study", "run"]
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         return box.popen(
-            [sys.executable, "-m", "ssad.cli", "study", "run", *args],
-            env=box.env(RAY_ADDRESS="local", **env),  # a private local Ray, never another test's
+            [sys.executable, "-m", *main, *args],
+            env=box.env(RAY_ADDRESS="local"),  # a private local Ray, never another test's
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
@@ -210,7 +215,7 @@ def test_killed_study_resumes(tmp_path: Path, make_spec, ray_sandbox, study_help
     assert searcher["suggested"] == dict.fromkeys(spec.classes, spec.num_samples)
     assert len(searcher["told"]) == total
     for cls, sub in searcher["subs"].items():
-        states = [t.state.name for t in sub._ot_study.trials]
+        states = [t.state.name for t in optuna_study(sub).trials]
         assert states == ["COMPLETE"] * spec.num_samples, (cls, states)
     # trials interrupted by the kill went on from their last checkpoint, not from epoch 1
     for folder in exp_dir.glob("tune_trainable_*"):
@@ -262,7 +267,7 @@ def test_driver_killed_between_trials_and_in_final_logging(
 
     # 1. between trials
     log1 = tmp_path / "launch1.log"
-    driver = run_cli(ray_sandbox, [str(path)], log1, tmp_path, SSAD_FAULT_INJECT="stall:between")
+    driver = run_cli(ray_sandbox, [str(path)], log1, tmp_path, faults="stall:between")
     kill_at_stall(ray_sandbox, driver, log1, "between", 300)
     (first,) = trial_runs(client, spec.experiment)  # the second trial was never started
     first_tid = first.data.tags["ssad.trial_id"]
@@ -274,7 +279,7 @@ def test_driver_killed_between_trials_and_in_final_logging(
     # 2. --resume: the second trial runs; killed mid-way through the final logging
     log2 = tmp_path / "launch2.log"
     driver = run_cli(
-        ray_sandbox, [str(path), "--resume"], log2, tmp_path, SSAD_FAULT_INJECT="stall:final"
+        ray_sandbox, [str(path), "--resume"], log2, tmp_path, faults="stall:final"
     )
     kill_at_stall(ray_sandbox, driver, log2, "final", 300)
     assert "driver stalls at between" not in log2.read_text()  # the rule is read per launch
@@ -323,7 +328,7 @@ def test_driver_killed_between_trials_and_in_final_logging(
     assert set(searcher["trials"]) == set(ids)
     assert searcher["suggested"] == {"brick": spec.num_samples}
     assert len(searcher["told"]) == total
-    states = [t.state.name for t in searcher["subs"]["brick"]._ot_study.trials]
+    states = [t.state.name for t in optuna_study(searcher["subs"]["brick"]).trials]
     assert states == ["COMPLETE"] * spec.num_samples, states
 
     # the parent run: one, finished, its leaderboard, summary and dashboard exactly once

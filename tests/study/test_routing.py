@@ -18,6 +18,7 @@ from ray.tune.search import Searcher
 
 from ssad.study.routing import ClassRoutedScheduler, ClassRoutedSearcher, asha_factory
 from ssad.study.spec import SearchSpace, load_search_space
+from ssad.study.tune_internals import asha_trial_ids, optuna_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -51,7 +52,7 @@ def make_searcher(space: SearchSpace, **kwargs) -> ClassRoutedSearcher:
 
 def completed_values(searcher: ClassRoutedSearcher, cls: str) -> list[float]:
     """The values the class's own Optuna study has been told (complete trials)."""
-    study = searcher.subs[cls]._ot_study
+    study = optuna_study(searcher.subs[cls])
     return [t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
 
 
@@ -95,7 +96,7 @@ def test_seed_replicas_share_params_and_tell_the_mean_once(space: SearchSpace) -
     assert completed_values(s, "A") == [pytest.approx(0.7), pytest.approx(0.9)]
     s.on_trial_complete("t2", None, error=True)
     s.on_trial_complete("t3", {"other": 1.0})
-    study_b = s.subs["B"]._ot_study
+    study_b = optuna_study(s.subs["B"])
     assert study_b.trials[0].state == optuna.trial.TrialState.FAIL
     assert completed_values(s, "B") == []
 
@@ -161,7 +162,7 @@ def test_a_repeated_configuration_is_not_run_again(tmp_path: Path) -> None:
     assert len(set(keys)) == 12, keys
     assert s.suggest("t12") == Searcher.FINISHED
     # Optuna was told each repeat's known value: its best is still the best configuration run
-    study = s.subs["A"]._ot_study
+    study = optuna_study(s.subs["A"])
     assert study.best_value == max(
         p["data.image_size"] / 200 + p["pretext.patch_size"] / 100
         for p in (c["params"] for c in cfgs)
@@ -235,7 +236,7 @@ def test_each_class_sampler_sees_only_its_own_results(space: SearchSpace) -> Non
         assert completed_values(s, cls) == pytest.approx(told[cls])
     assert all(v > 0.98 for v in completed_values(s, "A"))
     assert all(v < 0.61 for v in completed_values(s, "B"))
-    assert s.subs["A"]._ot_study is not s.subs["B"]._ot_study
+    assert optuna_study(s.subs["A"]) is not optuna_study(s.subs["B"])
 
 
 # ---- scheduler ------------------------------------------------------------------------------------
@@ -329,7 +330,7 @@ def test_last_epoch_stops_and_remove_is_routed() -> None:
     assert routed.on_trial_result(None, t, {"training_iteration": 1, METRIC: 0.3}) == "CONTINUE"
     assert routed.on_trial_result(None, t, {"training_iteration": 4, METRIC: 0.3}) == "STOP"
     routed.on_trial_remove(None, t)
-    assert "x1" not in routed.per_class["B"]._trial_info
+    assert "x1" not in asha_trial_ids(routed.per_class["B"])
 
 
 def test_ablation_hands_out_every_variant_class_and_seed_once(
