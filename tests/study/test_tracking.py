@@ -24,6 +24,8 @@ from ssad.study.tracking import StudyTracker, TrialRunWriter, already_closed
          {"ssad.status": "failed", "ssad.error": "x", "ssad.failures": "1"}, True),  # same
         ({"ssad.status": "failed", "ssad.error": "x", "ssad.failures": "1"},
          {"ssad.status": "failed", "ssad.error": "y", "ssad.failures": "2"}, False),  # anew
+        ({"ssad.status": "failed", "ssad.error": "x", "ssad.checkpoint": "/a/c1"},
+         {"ssad.status": "failed", "ssad.error": "x", "ssad.checkpoint": "/b/c1"}, True),
         ({"ssad.status": "failed", "ssad.error": "x"}, {"ssad.status": "finished"}, False),
     ],
 )  # fmt: skip

@@ -49,8 +49,10 @@ LOGGED = {
 }
 ERROR_TAG_CHARS = 4000  # the end of the traceback (MLflow tag values are limited)
 ENDED_WELL = ("finished", "stopped")
-# What a closing records besides its artifacts: two closings that agree on these are the same.
-CLOSING_KEYS = (TAG_STATUS, "ssad.error", "ssad.failures")
+# What tells two closings apart: the status and a failed trial's error. (Not the checkpoint's
+# path, which Tune's storage and the driver may spell differently, nor the failure count, which
+# a retry and ``ssad study sync`` tag on an open run too.)
+CLOSING_KEYS = (TAG_STATUS, "ssad.error")
 
 
 def epoch_metrics(result: dict[str, Any]) -> dict[str, Any]:
@@ -86,12 +88,12 @@ def failures(trial) -> int:
 def already_closed(closed: dict[str, str] | None, closing: dict[str, str]) -> bool:
     """Whether a run with tags ``closed`` (None: open) already records ``closing``.
 
-    The one rule for both writers. An open run (MLflow shows it running, or it has no
+    The one rule for both paths (callback and sync). An open run (MLflow shows it running, or it has no
     ``ssad.status``: a closing cut short) is not closed. A run that ended well
     (``finished``/``stopped``) is final: a driver killed after a trial ended but before Tune's
     snapshot recorded it replays the trial, and the replay adds nothing (closing it again would
     move its end time past the downtime). A run closed as ``failed`` is closed again only by a
-    different closing: the trial, resumed, ended otherwise, or failed anew.
+    different closing: the trial, resumed, ended otherwise or failed with another error.
     """
     if closed is None:
         return False
@@ -116,13 +118,9 @@ class TrialRunWriter:
         prints: dict[str, str],
         sha: str,
     ) -> None:
-        self.tracker, self.parent_id, self.base, self.prints, self.sha = (
-            tracker,
-            parent_id,
-            base,
-            prints,
-            sha,
-        )
+        self.tracker = tracker
+        self.parent_id = parent_id
+        self.base, self.prints, self.sha = base, prints, sha
         self.runs: dict[str, str] = {}  # trial id -> run id, as found or created
         self.nodes: dict[str, str] = {}  # trial id -> the node it was last tagged with
 
