@@ -8,8 +8,9 @@ Modules, each one responsibility:
   models; no MLflow import, so the study spec reads its defaults there;
 * :mod:`.store` — the store's URI, an unreachable store, a fail-fast client;
 * :mod:`.tracker` — :class:`StudyTracker`: the experiment, launches and their parent runs, plain
-  run records; with the mixins of :mod:`.runs` (a trial run's primitives) and :mod:`.registry`
-  (the model registry, ``models:/`` / ``runs:/`` URIs);
+  run records; with the mixins of :mod:`.runs` (a trial run's primitives), :mod:`.artifacts`
+  (a run's artifacts, what of a trial's checkpoint is logged) and :mod:`.registry` (the model
+  registry, ``models:/`` / ``runs:/`` URIs);
 * :mod:`.trial_runs` — :class:`TrialRunWriter`, the one writer of trial runs (the driver's Tune
   callback and ``ssad study sync``), with the one rule for a run already closed;
 * :mod:`.views` — the runs table's saved trials view and its deep link;

@@ -47,7 +47,8 @@ def model_name(class_name: str) -> str:
 
 
 def parent_run_name(study: str, launch: str | None = None) -> str:
-    """A launch's parent run: ``study-<study>-<launch>`` (a study's first: ``study-<study>``)."""
+    """A launch's parent run: ``study-<study>-<launch>`` (started by ``--new``), or
+    ``study-<study>`` (a study's first launch, started by its first run)."""
     return f"study-{study}-{launch}" if launch else f"study-{study}"
 
 

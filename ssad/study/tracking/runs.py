@@ -124,32 +124,6 @@ class TrialRunRecords:
             self.client.log_batch(run_id, params=items[i : i + 100])
         return len(items)
 
-    def artifact_files(self, run_id: str, path: str | None = None) -> dict[str, int | None]:
-        """Every artifact file of a run (relative path -> size), folders walked."""
-        out: dict[str, int | None] = {}
-        for item in self.client.list_artifacts(run_id, path):
-            if item.is_dir:
-                out.update(self.artifact_files(run_id, item.path))
-            else:
-                out[item.path] = item.file_size
-        return out
-
-    def upload_missing(self, run_id: str, folder: Path, *, replace: bool = False) -> int:
-        """Upload the files of ``folder`` a run lacks (or has with another size); returns how many.
-
-        ``replace``: upload every file (a closing that replaces an earlier one).
-        """
-        have = {} if replace else self.artifact_files(run_id)
-        count = 0
-        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-            rel = path.relative_to(folder)
-            if have.get(rel.as_posix(), -1) == path.stat().st_size:
-                continue
-            parent = rel.parent.as_posix()
-            self.client.log_artifact(run_id, str(path), None if parent == "." else parent)
-            count += 1
-        return count
-
     def run_closing(self, run_id: str) -> dict[str, str] | None:
         """The tags of a closed run: MLflow shows it ended and it has an ``ssad.status``; else
         None (open, or left half-closed by a store that went away while closing it)."""

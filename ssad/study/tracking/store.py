@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException, RestException
 __all__ = [
     "TRACKING_ERRORS",
     "TrackingUnavailable",
+    "check_available",
     "check_tracking_uri",
     "connect",
     "mark_reachable",

@@ -8,8 +8,9 @@ launch id (tag ``ssad.launch_id`` on the parent and on every trial run); a resum
 newest launch. Readers (leaderboard, promotion, dashboards) see the newest launch only, so runs of
 an earlier launch, perhaps from another search space, never mix into its results.
 
-:class:`StudyTracker` gathers the trial-run primitives (:mod:`.runs`) and the model registry
-(:mod:`.registry`) as mixins, so one object serves a study's records.
+:class:`StudyTracker` gathers the trial-run primitives (:mod:`.runs`), a run's artifacts
+(:mod:`.artifacts`) and the model registry (:mod:`.registry`) as mixins, so one object serves a
+study's records.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from ssad.study.tracking.artifacts import RunArtifacts
 from ssad.study.tracking.names import (
     EXPERIMENT_KIND_TRAINING,
     TAG_EXPERIMENT_KIND,
@@ -54,7 +56,7 @@ def git_sha() -> str:
         return "unknown"
 
 
-class StudyTracker(TrialRunRecords, ModelRegistry):
+class StudyTracker(TrialRunRecords, RunArtifacts, ModelRegistry):
     """The MLflow records of one study. Picklable (the client is created lazily).
 
     ``fail_fast``: each call gives up after a few seconds on a dead server (MLflow's own retries
@@ -240,13 +242,6 @@ class StudyTracker(TrialRunRecords, ModelRegistry):
         self.client.log_batch(
             run_id, metrics=items, tags=[RunTag(k, v) for k, v in (tags or {}).items()]
         )
-
-    def log_artifacts(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        """Upload a file or a folder's contents (under ``artifact_path``) to a run."""
-        if Path(path).is_dir():
-            self.client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
-        else:
-            self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():

@@ -14,13 +14,11 @@ trial twice, from either path, changes nothing.
 from __future__ import annotations
 
 import json
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ssad.study.report import trial_name
+from ssad.study.tracking.artifacts import final_artifacts
 from ssad.study.tracking.names import TAG_CLASS, TAG_STATUS, TAG_VARIANT
 from ssad.study.tracking.tracker import StudyTracker
 from ssad.study.tracking.views import save_runs_view
@@ -175,25 +173,6 @@ class TrialRunWriter:
         tags["ssad.failures"] = str(failures(trial))
         return tags, text
 
-    @contextmanager
-    def final_artifacts(self, trial, error: str | None) -> Iterator[Path | None]:
-        """The folder of a closing trial's artifacts, or None: its last checkpoint without the
-        training state and the saved model (Tune keeps those); ``error`` as ``error.txt``."""
-        with tempfile.TemporaryDirectory(prefix="ssad-art-") as tmp:
-            folder = Path(tmp) / "artifacts"
-            ckpt = trial.checkpoint
-            if ckpt is not None:
-                folder = Path(ckpt.to_directory(str(folder)))
-                (folder / "state.pt").unlink(missing_ok=True)  # training state: Tune keeps it
-                det = folder / "detector"
-                if det.is_dir():  # the finished model stays in Tune's storage, not in MLflow
-                    for f in ("model.pt", "bank.npy", "bank_positions.npy"):
-                        (det / f).unlink(missing_ok=True)
-            if error is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "error.txt").write_text(error)
-            yield folder if folder.is_dir() else None
-
     # ---- writing ---------------------------------------------------------------------------
     def open(self, trial, start_time: int | None = None) -> str:
         """The trial's run, found by its trial id or created with its tags and params.
@@ -273,7 +252,7 @@ class TrialRunWriter:
         if already_closed(closed, {TAG_STATUS: status, **tags}):
             return None
         uploaded = 0
-        with self.final_artifacts(trial, error) as folder:
+        with final_artifacts(trial.checkpoint, error) as folder:
             if folder is not None:
                 replace = closed is not None
                 uploaded = self.tracker.upload_missing(run_id, folder, replace=replace)
