@@ -4,15 +4,17 @@ While the tracking store is away, the driver's MLflow callback (:mod:`ssad.study
 skips its records and the trials go on; Tune's experiment folder (``<storage_path>/<name>``)
 keeps everything: each trial's config, every epoch's result (``result.json``), its checkpoints
 (the artifacts) and ``error.txt``. Once the store is back, :func:`sync_study` walks that folder
-and, trial by trial, with the callback's own code (tags, params, closing status, artifacts):
+and, trial by trial, with the callback's writer of trial runs
+(:class:`~ssad.study.tracking.trial_runs.TrialRunWriter`: tags, params, closing, artifacts):
 
 * finds the trial's run by its ``ssad.trial_id`` tag (this launch's, from the study record), or
   creates it, dated by the trial's first result;
 * logs the params it lacks, and every epoch's metrics it lacks, key by key and step by step
   (a gap is filled, a (key, step) the run has is never logged again);
 * closes a trial Tune ended (``finished``/``stopped``, or ``failed`` with its error text) that the
-  run does not show closed, with the artifacts it lacks, dated by the trial's last result; a
-  trial still running (a study cut short) is left open for its ``--resume``;
+  run does not show closed so (the writer's one rule), with the artifacts it lacks, dated by the
+  trial's last result; a trial still running (a study cut short) is left open for its
+  ``--resume``;
 
 then, when every trial of a complete study has ended and the launch's parent run has no
 leaderboard, logs the end-of-study records the runner would have (ablation table, dashboard,
@@ -27,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssad.study.callbacks import MlflowTrials, epoch_metrics, result_start_ms
 from ssad.study.record import read_record
 from ssad.study.report import trial_name
 from ssad.study.spec import SpecError, StudySpec
-from ssad.study.tracking import TAG_STATUS, check_tracking_uri
+from ssad.study.tracking.store import check_tracking_uri
+from ssad.study.tracking.tracker import git_sha
+from ssad.study.tracking.trial_runs import TrialRunWriter, result_start_ms
 
 __all__ = ["SyncReport", "TuneTrial", "sync_study", "trial_results"]
 
@@ -104,7 +107,7 @@ def trial_results(folder: Path) -> list[dict[str, Any]]:
 
 @dataclass
 class TuneTrial:
-    """What the callback's code reads of a Tune trial, from the experiment folder alone (a
+    """What the writer of trial runs reads of a Tune trial, from the experiment folder alone (a
     restored ``Trial`` needs a Ray session for its local paths)."""
 
     trial_id: str
@@ -167,11 +170,11 @@ def sync_study(spec: StudySpec) -> SyncReport:
         )
     check_tracking_uri(record["tracking_uri"])  # unreachable: a ConnectionError naming it
     trials = _load_trials(exp_dir)
-    callback = MlflowTrials(exp_dir)
-    callback.open(fail_fast=False)  # MLflow's patient retries: the store should be back
-    tracker = callback.tracker
-    parent = tracker.client.get_run(callback.parent_id)
-    callback.sha = parent.data.tags.get("ssad.git_sha", callback.sha)  # the launch's commit
+    # MLflow's patient retries (not fail-fast): the store should be back
+    writer = TrialRunWriter.from_record(record, fail_fast=False, sha="")
+    launch_tags = writer.tracker.client.get_run(writer.parent_id).data.tags
+    # the launch's commit
+    writer.sha = launch_tags["ssad.git_sha"] if "ssad.git_sha" in launch_tags else git_sha()
     report = SyncReport(study=spec.name, trials=len(trials))
     spans: list[tuple[float, float]] = []
     for trial in trials:
@@ -181,15 +184,15 @@ def sync_study(spec: StudySpec) -> SyncReport:
         start, end = _start_time(trial, rows), _end_time(trial, rows)
         if start is not None and end is not None:
             spans.append((start, end))
-        _sync_trial(callback, trial, rows, report)
+        _sync_trial(writer, trial, rows, report)
     report.complete = report.open_trials == 0 and len(trials) >= spec.total_trials()
     if report.complete:
-        report.summary_logged = _sync_summary(callback, spec, spans)
+        report.summary_logged = _sync_summary(writer, spec, spans)
     return report
 
 
-def _sync_trial(callback: MlflowTrials, trial, rows: list[dict[str, Any]], report) -> None:
-    tracker = callback.tracker
+def _sync_trial(writer: TrialRunWriter, trial, rows: list[dict[str, Any]], report) -> None:
+    tracker = writer.tracker
     found = tracker.trial_runs_of(trial.trial_id)
     if len(found) > 1:
         report.duplicates.append(trial_name(trial))
@@ -201,45 +204,21 @@ def _sync_trial(callback: MlflowTrials, trial, rows: list[dict[str, Any]], repor
         )
     if found:
         run = found[0]
-        run_id = run.info.run_id
-        callback.runs[trial.trial_id] = run_id
     else:
-        run_id = callback._run(trial, _start_time(trial, rows))
-        run = tracker.client.get_run(run_id)
+        run = tracker.client.get_run(writer.open(trial, _start_time(trial, rows)))
         report.runs_created += 1
-    report.params_logged += tracker.log_missing_params(run_id, callback.trial_params(trial))
-    epochs = [
-        (
-            int(r["training_iteration"]),
-            epoch_metrics(r),
-            int(float(r.get("timestamp", 0)) * 1000),
-        )
-        for r in rows
-    ]
-    report.epochs_logged += tracker.fill_steps(run_id, epochs)
-    tags = dict(run.data.tags)
-    extra = {}
-    node = next((r["node_id"] for r in reversed(rows) if "node_id" in r), None)
-    if node is not None and tags.get("ssad.node_id") != node:
-        extra["ssad.node_id"] = node  # where it ran last, as the callback tags it
-    failures = _failures(trial)
-    if failures and tags.get("ssad.failures") != str(failures):
-        extra["ssad.failures"] = str(failures)
-    if extra:
-        tracker.set_tags(run_id, extra)
+    params, epochs = writer.fill(trial, run, rows)
+    report.params_logged += params
+    report.epochs_logged += epochs
     if trial.status not in ENDED:
         report.open_trials += 1
         return
-    if tags.get(TAG_STATUS) is not None and run.info.status != "RUNNING":
-        return  # closed by the callback (its artifacts went first)
     epochs_done = int(rows[-1]["training_iteration"]) if rows else 0
-    status = ENDED[trial.status] or callback.closing_status(trial, epochs_done)
-    end = _end_time(trial, rows)
-    with callback.final_artifacts(trial, status) as (folder, closing):
-        if folder is not None:
-            report.artifacts_uploaded += tracker.upload_missing(run_id, folder)
-        tracker.finish(run_id, status=status, tags=closing, end_time=end)
-    report.runs_closed += 1
+    status = ENDED[trial.status] or writer.closing_status(trial, epochs_done)
+    uploaded = writer.close(trial, status, end_time=_end_time(trial, rows))
+    if uploaded is not None:
+        report.artifacts_uploaded += uploaded
+        report.runs_closed += 1
 
 
 def _start_time(trial, rows: list[dict[str, Any]]) -> int | None:
@@ -259,18 +238,13 @@ def _end_time(trial, rows: list[dict[str, Any]]) -> int | None:
     return int(max(times) * 1000) if times else None
 
 
-def _failures(trial) -> int:
-    meta = getattr(trial, "run_metadata", None)
-    return int(getattr(meta, "num_failures", 0) or 0)
-
-
 def _sync_summary(
-    callback: MlflowTrials, spec: StudySpec, spans: list[tuple[float, float]]
+    writer: TrialRunWriter, spec: StudySpec, spans: list[tuple[float, float]]
 ) -> bool:
     """The runner's end-of-study records on the launch's parent run, those it lacks."""
     from ssad.study.runner import finish_study
 
-    tracker, parent_id = callback.tracker, callback.parent_id
+    tracker, parent_id = writer.tracker, writer.parent_id
     have = tracker.artifact_files(parent_id)
     if "leaderboard.csv" in have:
         return False

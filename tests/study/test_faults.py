@@ -227,6 +227,9 @@ class _DeadStore:
     def set_tags(self, run_id: str, tags: dict) -> None:
         self._call()
 
+    def run_closing(self, run_id: str) -> None:  # an open run
+        self._call()
+
     def finish(self, run_id: str, **kwargs) -> None:
         self._call()
         self.finished = kwargs["status"]
@@ -237,10 +240,11 @@ def test_callback_survives_a_dead_tracking_store(tmp_path: Path, caplog) -> None
     away the hooks make no call until the retry time; once it answers they log again."""
     from ssad.config import Config
     from ssad.study import callbacks, tracking
+    from ssad.study.tracking.trial_runs import TrialRunWriter
 
     cb = callbacks.MlflowTrials(tmp_path)
     store = _DeadStore()
-    cb.tracker, cb.parent_id, cb.base, cb.prints = store, "parent", Config().to_dict(), {}
+    cb.writer = TrialRunWriter(store, "parent", Config().to_dict(), {}, cb.sha)
     config = {"class_name": "brick", "config_id": "c1", "seed": 0, "params": {}}
     trial = SimpleNamespace(
         trial_id="t1", config=config, checkpoint=None, last_result={"training_iteration": 3}
@@ -259,7 +263,7 @@ def test_callback_survives_a_dead_tracking_store(tmp_path: Path, caplog) -> None
             cb.on_trial_complete(0, [], trial)
     finally:
         tracking.mark_reachable(store.tracking_uri)
-    assert store.logged == [3] and store.finished == cb.closing_status(trial, 3)
+    assert store.logged == [3] and store.finished == cb.writer.closing_status(trial, 3)
     assert "reachable again" in caplog.text and cb.missed == {"t1"}
 
 
@@ -270,6 +274,7 @@ def test_replayed_epochs_keep_a_closed_record(tmp_path: Path) -> None:
     from ssad.config import Config
     from ssad.study import callbacks
     from ssad.study.tracking import StudyTracker
+    from ssad.study.tracking.trial_runs import TrialRunWriter
 
     tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", "s")
     tracker.start_launch()
@@ -279,7 +284,7 @@ def test_replayed_epochs_keep_a_closed_record(tmp_path: Path) -> None:
 
     def session() -> callbacks.MlflowTrials:  # a driver session's callback
         cb = callbacks.MlflowTrials(tmp_path)
-        cb.tracker, cb.parent_id, cb.base, cb.prints = tracker, parent, base.to_dict(), {}
+        cb.writer = TrialRunWriter(tracker, parent, base.to_dict(), {}, cb.sha)
         tracker._steps.clear()
         return cb
 

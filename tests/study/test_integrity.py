@@ -269,8 +269,8 @@ def test_mlflow_is_called_from_one_module() -> None:
         for p in PACKAGE.rglob("*.py")
         if any(n == "mlflow" or n.startswith("mlflow.") for n in _imports(p))
     }
-    # tracking.py is the adapter; pyfunc_model.py is the model code MLflow itself loads
-    assert users == {"study/tracking.py", "study/pyfunc_model.py"}, users
+    # the tracking package is the adapter (with pyfunc_model.py, the code MLflow itself loads)
+    assert users and all(u.startswith("study/tracking/") for u in users), users
 
 
 def test_core_does_not_import_the_study_layer() -> None:
