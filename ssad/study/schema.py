@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ssad.presets import PRESETS
+from ssad.study.tracking.names import DEFAULT_TRACKING_URI
 
 __all__ = ["ABLATION_KEYS", "METRICS", "SEARCH_KEYS", "SpecFile"]
 
@@ -21,7 +22,6 @@ METRICS = tuple(
 )
 ABLATION_METRICS = ("val_image_auroc", "val_pixel_auroc", "val_aupro")
 ABLATION_VAL_EVERY = "train.val_every"  # an ablation's base may set it (default 0: at the end)
-DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
 PRESET_NAMES = tuple(PRESETS)
 
 Metric = Literal[METRICS]

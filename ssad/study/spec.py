@@ -42,6 +42,7 @@ from ssad.study.space import (
     space_dim,
     variants_space,
 )
+from ssad.study.tracking.names import default_experiment
 from ssad.typed import build, read_yaml_mapping
 
 __all__ = [
@@ -169,7 +170,7 @@ def load_spec(path: str | Path, *, overrides: dict[str, Any] | None = None) -> S
         max_failures=f.max_failures,
         ray_address=f.ray_address,
         tracking_uri=f.mlflow.tracking_uri,
-        experiment=f.mlflow.experiment or f"ssad-{name}",
+        experiment=f.mlflow.experiment or default_experiment(name),
         storage_path=Path(f.storage_path).expanduser().resolve(),
         final={"overrides": f.final.overrides},
         raw=raw,
