@@ -103,7 +103,10 @@ class ScoringGraph(nn.Module):
         centre = bank.mean(0) if self.metric == "l2" else torch.zeros(bank.shape[1])
         bank = bank - centre
         self.register_buffer("centre", centre)
-        self.register_buffer("bank_t", bank.t().contiguous())
+        # L2: |q - b|^2 = |q|^2 + (|b|^2 - 2 q.b); the bracket is one matmul against the
+        # bank scaled by -2, plus a constant row, and |q|^2 is added after the search
+        scale = -2.0 if self.metric == "l2" else 1.0
+        self.register_buffer("bank_t", (scale * bank).t().contiguous())
         self.register_buffer("bank_sq", (bank * bank).sum(1))
         if self.norm != "none":
             if positions is None:
@@ -130,14 +133,20 @@ class ScoringGraph(nn.Module):
         """Mean distance of each query (B, P, D) to its k nearest bank vectors → (B, P)."""
         if self.metric == "cosine":
             q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            sim = torch.topk(q @ self.bank_t, self.k, dim=-1).values
+            sim = self._nearest(q @ self.bank_t, largest=True)
             dist = ((1.0 - sim) / 2.0).clamp(0.0, 1.0)
         else:
             q = q - self.centre
-            sq = (q * q).sum(-1, keepdim=True) + self.bank_sq - 2.0 * (q @ self.bank_t)
-            near = torch.topk(sq, self.k, dim=-1, largest=False).values
-            dist = near.clamp_min(0.0).sqrt()
+            near = self._nearest(q @ self.bank_t + self.bank_sq, largest=False)
+            dist = (near + (q * q).sum(-1, keepdim=True)).clamp_min(0.0).sqrt()
         return dist.mean(-1)
+
+    def _nearest(self, values: torch.Tensor, *, largest: bool) -> torch.Tensor:
+        """The k best of the last axis (B, P, N) → (B, P, k); a plain min / max for k = 1,
+        cheaper than TopK in both runtimes."""
+        if self.k == 1:
+            return (values.amax if largest else values.amin)(dim=-1, keepdim=True)
+        return torch.topk(values, self.k, dim=-1, largest=largest).values
 
     def calibrate(self, grid: torch.Tensor) -> torch.Tensor:
         """:func:`ssad.localize.normalize_positions` on a (B, h, w) grid."""
