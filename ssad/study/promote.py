@@ -9,8 +9,8 @@ failing class is reported (and the command fails) without discarding the others.
 (study, candidates, seeds, final config, data fingerprint) tags each version, so re-running
 promote for an unchanged study adds no version.
 
-The decision threshold of a promoted detector has a margin (:func:`ssad.metrics.decision_threshold`):
-midway between the validation F1-max threshold and the next lower validation score.
+Every training runs :func:`ssad.pipeline.train_class`, the path ``ssad train`` and trials take: a
+promoted detector's threshold is the one rule of :mod:`ssad.calibration`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ssad.config import Config
@@ -93,20 +92,12 @@ def reseed_offsets(spec: StudySpec, seeds: int) -> list[int]:
 
 def _train_task(config: dict[str, Any], final: bool) -> dict[str, Any]:
     """Ray task body: train one model; the final one comes back as files (it may run on any node)."""
-    from ssad.metrics import decision_threshold
     from ssad.pipeline import train_class
 
     cfg = Config.from_dict(config, source="promotion")
     with tempfile.TemporaryDirectory(prefix="ssad-promote-") as tmp:
         result = train_class(cfg, out_dir=tmp, evaluate_test=final, artifacts=final)
         files = {}
-        if final and (Path(tmp) / "val" / "scores.npz").is_file():
-            val = np.load(Path(tmp) / "val" / "scores.npz")
-            result["threshold"] = decision_threshold(val["labels"], val["scores"])
-            meta_path = Path(tmp) / "detector.json"
-            meta = json.loads(meta_path.read_text())
-            meta["threshold"] = result["threshold"]
-            meta_path.write_text(json.dumps(meta, indent=2))
         if final:
             files = {
                 str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()
