@@ -52,16 +52,18 @@ def test_scorer_shapes(make_config, name: str) -> None:
     model = build_model(cfg).eval()
     fast = for_inference(model)
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    feats = scorer.bank_features(fast, x, cfg)
+    with torch.no_grad():  # as ssad.bank and ssad.evaluate call them
+        feats = scorer.bank_features(fast, x, cfg)
     cells = len(feats) // 3
     assert feats.shape == (3 * cells, scorer.bank_dim(model, cfg))
     assert int(np.sqrt(cells)) ** 2 == cells
     bank = empty_bank(feats.shape[1], cfg, torch.device("cpu"))
     bank.add(feats)
-    out = scorer.score(model, fast, bank, x, cfg, with_maps=True)
+    with torch.no_grad():
+        out = scorer.score(model, fast, bank, x, cfg, with_maps=True)
+        again = scorer.score(model, fast, bank, x, cfg, with_maps=False)
     assert out.scores.shape == (3,) and out.maps.shape == (3, 64, 64)
     assert out.embeddings.shape[0] == 3
-    again = scorer.score(model, fast, bank, x, cfg, with_maps=False)
     assert again.maps is None
     np.testing.assert_array_equal(out.scores, again.scores)
 
