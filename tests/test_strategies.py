@@ -95,13 +95,13 @@ def test_strategy_combination_trains_saves_loads_and_is_deterministic(
     scores, maps = det.predict(val.images)
     assert scores.shape == (len(val.images),) and maps.shape == (len(val.images), 64, 64)
     assert calibration.threshold(val.labels, scores) == pytest.approx(det.threshold, abs=1e-6)
-    # save/load round trip: the same bank, threshold and scores
+    # save/load round trip: the same bank (up to re-normalising unit vectors), threshold, scores
     again = Detector.load(det.save(tmp_path / "copy"), device="cpu")
-    np.testing.assert_array_equal(again.bank.vectors, det.bank.vectors)
+    np.testing.assert_allclose(again.bank.vectors, det.bank.vectors, atol=1e-6)
     assert again.threshold == det.threshold
     assert json.dumps(again.info) == json.dumps(det.info)
     assert (again.bank.positions is None) == (det.bank.positions is None)
-    np.testing.assert_array_equal(again.predict(val.images)[0], scores)
+    np.testing.assert_allclose(again.predict(val.images)[0], scores, rtol=1e-5, atol=1e-6)
     # determinism: the same seed trains the same detector
     metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
     assert json.dumps(metrics[0]["val"]) == json.dumps(metrics[1]["val"])
