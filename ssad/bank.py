@@ -19,12 +19,13 @@ import torch
 from ssad.config import Config
 from ssad.data.images import to_tensor
 from ssad.data.pretext import color_jitter
-from ssad.localize import window_embeddings
 from ssad.memory import MemoryBank, distances
 from ssad.model import SSADNet, for_inference
+from ssad.scoring import get_scorer
 
 __all__ = [
     "build_bank",
+    "empty_bank",
     "fifo_positions",
     "leave_one_image_out_scores",
     "normal_features",
@@ -41,12 +42,14 @@ def normal_features(
     device: torch.device,
     batch_images: int = 8,
 ) -> np.ndarray:
-    """Eval-mode bank vectors (N, D) of normal RGB uint8 images (S, S, 3) at the model's size.
+    """Eval-mode bank vectors (N, D) of normal RGB uint8 images (S, S, 3) at the model's size:
+    the scoring strategy's (:meth:`ssad.scoring.Scorer.bank_features`).
 
     Each image contributes its plain view and ``memory.views`` colour-jittered views (seeded by
     ``train.seed``), the same jitter the pretext's normal class sees.
     """
     fast = for_inference(model)  # eval mode, BatchNorm folded: the same function, faster
+    scorer = get_scorer(config)
     rng = np.random.default_rng([config.train.seed, 104729])
     views = [*images]
     for _ in range(config.memory.views):
@@ -54,22 +57,21 @@ def normal_features(
     out = []
     for i in range(0, len(views), batch_images):
         x = to_tensor(np.stack(views[i : i + batch_images])).to(device)
-        if config.eval.scoring == "dense":
-            f = fast.local_features(x, config.eval.dense_stages)  # (B, C, h, w): every position
-            out.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).float().cpu().numpy())
-        elif config.pretext.mode == "patch":
-            out.append(
-                window_embeddings(
-                    fast,
-                    x,
-                    patch=config.pretext.patch_size,
-                    stride=config.eval.patch_stride,
-                    feature=config.memory.feature,
-                )
-            )
-        else:
-            out.append(fast.describe(x, config.memory.feature).float().cpu().numpy())
+        out.append(scorer.bank_features(fast, x, config))
     return np.concatenate(out)
+
+
+def empty_bank(dim: int, config: Config, device: torch.device) -> MemoryBank:
+    """An empty bank of ``dim``-vectors as ``memory`` configures it, its index on ``device``."""
+    m = config.memory
+    return MemoryBank(
+        dim,
+        size=m.bank_size,
+        metric=m.metric,
+        backend=m.backend,
+        index=m.index,
+        device=(device.index or 0) if device.type == "cuda" else 0,
+    )
 
 
 def build_bank(
@@ -77,21 +79,9 @@ def build_bank(
 ) -> MemoryBank:
     """The final bank: :func:`normal_features`, subsampled to ``memory.bank_size``; with
     ``eval.position_norm`` also its :func:`position_stats` (``bank.positions``)."""
-    if config.eval.position_norm == "auto":
-        raise ValueError(
-            "eval.position_norm=auto is resolved per class before a bank is built "
-            "(ssad.train.class_config)"
-        )
     feats = normal_features(model, images, config, device=device)
     m = config.memory
-    bank = MemoryBank(
-        feats.shape[1],
-        size=m.bank_size,
-        metric=m.metric,
-        backend=m.backend,
-        index=m.index,
-        device=(device.index or 0) if device.type == "cuda" else 0,
-    )
+    bank = empty_bank(feats.shape[1], config, device)
     bank.add(feats)
     keep = bank.subsample(method=m.subsample, seed=config.train.seed, device=str(device))
     if config.eval.position_norm != "none":

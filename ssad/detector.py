@@ -24,6 +24,7 @@ from ssad.data.images import read_image, resize_square, to_rgb
 from ssad.evaluate import score_images
 from ssad.memory import MemoryBank, positions_path
 from ssad.model import SSADNet, for_inference, upgrade_state_dict
+from ssad.scoring import get_scorer
 from ssad.train import build_model, resolve_device
 
 __all__ = ["Detector", "DetectorError"]
@@ -161,21 +162,12 @@ class Detector:
                 index=config.memory.index,
             ),
         )
-        want = (
-            model.local_dim(config.eval.dense_stages)
-            if config.eval.scoring == "dense"
-            else model.feature_dim(config.memory.feature)
-        )
+        want = get_scorer(config).bank_dim(model, config)
         if bank.dim != want:
             raise DetectorError(
                 f"{folder / 'bank.npy'}: vectors of size {bank.dim}, but config.yaml "
                 f"(memory.feature={config.memory.feature}, eval.scoring={config.eval.scoring}) "
                 f"scores vectors of size {want}"
-            )
-        if config.eval.position_norm == "auto":
-            raise DetectorError(
-                f"{folder / 'config.yaml'}: eval.position_norm=auto; a saved detector holds the "
-                "value resolved for its class (none, shift or zscore)"
             )
         positions = positions_path(folder / "bank.npy")
         if config.eval.position_norm != "none" and bank.positions is None:

@@ -14,19 +14,10 @@ import torch
 from ssad.config import Config
 from ssad.data.images import read_image, read_mask, to_tensor
 from ssad.data.mvtec import Sample
-from ssad.localize import (
-    DENSE_STRIDE,
-    dense_score_grid,
-    gradcam,
-    image_score_from_map,
-    normalize_positions,
-    patch_score_grid,
-    smooth_maps,
-    upsample_grid,
-)
 from ssad.memory import MemoryBank
 from ssad.metrics import compute_all, roc_points
 from ssad.model import SSADNet, for_inference
+from ssad.scoring import get_scorer
 
 __all__ = ["LabelledImages", "Scored", "Validator", "evaluate", "load_samples", "score_images"]
 
@@ -70,61 +61,20 @@ def score_images(
     device: torch.device,
     with_maps: bool = True,
 ) -> Scored:
-    """Score RGB uint8 images (N, S, S, 3) of the model's input size.
-
-    ``eval.scoring: dense``: kNN score of every stride-8 feature position → map. ``windows`` in
-    patch mode: kNN score per window → map; in image mode: kNN score of the image embedding, maps
-    from GradCAM scaled by it. With ``eval.position_norm`` the grid is first calibrated by the
-    bank's per-position statistics. Maps are smoothed by ``eval.map_sigma``; the image score is
-    the max of the smoothed map or the mean of the top-k grid cells (``eval.image_score``).
-    """
+    """Score RGB uint8 images (N, S, S, 3) of the model's input size, ``eval.batch_size`` at a
+    time, with the config's scoring strategy (:func:`ssad.scoring.get_scorer`: windows, dense or
+    GradCAM)."""
     model.eval()
     fast = for_inference(model)  # BatchNorm folded: the same function, ~2x faster on CPU
-    ev, pre = config.eval, config.pretext
+    scorer = get_scorer(config)
     scores, maps, embeds = [], [], []
-    for i in range(0, len(images), ev.batch_size):
-        x = to_tensor(images[i : i + ev.batch_size]).to(device)
-        size = x.shape[-1]
-        if ev.scoring == "windows" and pre.mode == "image":
-            z = fast.describe(x, config.memory.feature)
-            s = bank.score(z, config.memory.k)
-            if with_maps:
-                maps.append(smooth_maps(gradcam(model, x) * s[:, None, None], ev.map_sigma))
-            embeds.append(z.float().cpu().numpy())
-            scores.append(s)
-            continue
-        if ev.scoring == "dense":
-            grid, z = dense_score_grid(
-                fast, bank, x, k=config.memory.k, stages=config.eval.dense_stages
-            )
-            patch = stride = DENSE_STRIDE
-        else:
-            patch, stride = pre.patch_size, ev.patch_stride
-            grid, z = patch_score_grid(
-                fast,
-                bank,
-                x,
-                patch=patch,
-                stride=stride,
-                k=config.memory.k,
-                feature=config.memory.feature,
-            )
-        if ev.position_norm != "none":
-            if bank.positions is None:
-                raise ValueError(
-                    f"eval.position_norm={ev.position_norm}, but the bank has no position "
-                    "statistics (build it with ssad.bank.build_bank under this config)"
-                )
-            grid = normalize_positions(grid, bank.positions, ev.position_norm)
-        m = smooth_maps(upsample_grid(grid, size=size, patch=patch, stride=stride), ev.map_sigma)
-        s = image_score_from_map(
-            m if ev.image_score == "max" else grid, mode=ev.image_score, topk=ev.topk
-        )
+    for i in range(0, len(images), config.eval.batch_size):
+        x = to_tensor(images[i : i + config.eval.batch_size]).to(device)
+        out = scorer.score(model, fast, bank, x, config, with_maps=with_maps)
+        scores.append(out.scores)
+        embeds.append(out.embeddings)
         if with_maps:
-            maps.append(m)
-        worst = grid.reshape(len(grid), -1).argmax(axis=1)  # t-SNE: the most anomalous cell
-        embeds.append(z[np.arange(len(z)), worst])
-        scores.append(s)
+            maps.append(out.maps)
     size = images.shape[1]
     return Scored(
         scores=np.concatenate(scores).astype(np.float32),

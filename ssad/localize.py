@@ -188,10 +188,7 @@ def normalize_positions(
         floor = 0.5 * float(np.median(std))
         out = mean.mean() + std.mean() * (grid - mean) / np.maximum(std, max(floor, 1e-12))
     else:
-        raise ValueError(
-            f"eval.position_norm: shift | zscore, got {mode!r} (auto is resolved per class "
-            "before scoring: ssad.train.class_config)"
-        )
+        raise ValueError(f"eval.position_norm: shift | zscore, got {mode!r}")
     return np.maximum(out, 0.0).astype(np.float32)
 
 

@@ -19,7 +19,6 @@ from sklearn.metrics import roc_auc_score
 __all__ = [
     "aupro",
     "compute_all",
-    "decision_threshold",
     "f1_max",
     "image_auroc",
     "pixel_auroc",
@@ -156,28 +155,6 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     labels, scores = _scores_1d(labels, scores)
     thresholds, (tps, fps) = _ranked_cumsums(scores, labels, ~labels)
     return _f1_from_counts(thresholds, tps, fps)
-
-
-def decision_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The F1-max threshold with a margin: midway to the next lower score.
-
-    The F1-max threshold is itself a validation score (the lowest-scoring anomaly called
-    anomalous), so an unseen anomaly scoring a hair below it would be missed. The midpoint between
-    it and the next lower validation score makes the same decisions on every validation image
-    (same F1) and splits the gap between the two classes' scores.
-
-    Args:
-        labels: (N,) image ground truth, nonzero = anomalous.
-        scores: (N,) image anomaly scores; anomalous when ``score >= threshold``.
-
-    Returns:
-        The threshold; the F1-max threshold itself when no score is below it, ``nan`` when
-        there is no anomalous sample.
-    """
-    labels, scores = _scores_1d(labels, scores)
-    _, top = f1_max(labels, scores)
-    below = scores[scores < top] if np.isfinite(top) else scores[:0]
-    return float((top + below.max()) / 2.0) if below.size else top
 
 
 def roc_points(

@@ -2,18 +2,15 @@
 
 Phase 1 trains the fusion layer, projection head and classifier with the backbone frozen (its
 BatchNorm statistics too); phase 2 trains the whole network. SGD with momentum, cosine schedule per
-phase. The bank (``memory.fill``):
+phase. The bank is filled by the ``memory.fill`` strategy (:mod:`ssad.fill`: ``final`` rebuilds it
+from the current weights before every validation pass and after the last epoch, ``fifo`` collects
+it during training); validation scores with exactly the bank that is returned and saved.
 
-- ``final``: before every validation pass and after the last epoch, the bank is rebuilt from the
-  current weights in eval mode over the normal training images (``ssad.bank.build_bank``);
-- ``fifo`` (the seed's): each step adds the embeddings of samples that are normal (y = 0) and
-  predicted normal (ŷ = 0); at epoch end the bank keeps its newest ``memory.bank_size`` vectors.
-
-Either way, validation scores with exactly the bank that is returned and saved.
-
-Progress goes to a callback ``on_epoch(report, trained)``; ``trained.checkpoint()`` returns the full
-training state (a dict of tensors, loadable with ``weights_only=True``) so a caller can save it and
-resume with ``fit(..., resume=state)``. No Ray or MLflow here.
+:func:`fit` takes a config resolved for its class (:func:`ssad.autoresolve.resolve_class_config`,
+which :func:`ssad.pipeline.prepare` calls). Progress goes to a callback ``on_epoch(report,
+trained)``; ``trained.checkpoint()`` returns the full training state (a dict of tensors, loadable
+with ``weights_only=True``) so a caller can save it and resume with ``fit(..., resume=state)``.
+No Ray or MLflow here.
 """
 
 from __future__ import annotations
@@ -31,12 +28,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ssad.bank import build_bank, fifo_positions
-from ssad.config import CATEGORIES, Config
+from ssad.autoresolve import bank_fill, class_category, position_norm, scheduled_epochs
+from ssad.bank import build_bank
+from ssad.config import Config
 from ssad.data.images import read_image
 from ssad.data.masks import class_foreground, foreground_mask
-from ssad.data.mvtec import ClassData, class_info, list_classes
+from ssad.data.mvtec import ClassData, list_classes
 from ssad.data.pretext import PretextDataset
+from ssad.fill import BankFill, make_fill
 from ssad.memory import MemoryBank
 from ssad.model import SSADNet, load_backbone_weights
 
@@ -46,7 +45,6 @@ __all__ = [
     "bank_fill",
     "build_model",
     "class_category",
-    "class_config",
     "fit",
     "make_pretext",
     "position_norm",
@@ -89,64 +87,6 @@ class TrainedModel:
 
 
 EpochCallback = Callable[[EpochReport, TrainedModel], None]
-
-
-def bank_fill(config: Config, category: str) -> str:
-    """``memory.fill`` resolved for a class: ``auto`` is fifo for textures, final for objects
-    (dense scoring needs backbone features, and a model that is not trained collects no FIFO
-    bank, so both are always final)."""
-    fill = config.memory.fill
-    if fill == "auto":
-        trained = config.train.phase1_epochs + config.train.phase2_epochs > 0
-        texture = category == "texture" and config.eval.scoring == "windows"
-        fill = "fifo" if texture and trained else "final"
-    return fill
-
-
-def position_norm(config: Config, category: str, placement: str) -> str:
-    """``eval.position_norm`` resolved for a class: ``auto`` is shift for an object that sits in
-    the same place in every image, none for textures and moving objects (docs/measurements-scratch.md,
-    "The signal")."""
-    mode = config.eval.position_norm
-    if mode == "auto":
-        mode = "shift" if category == "object" and placement == "fixed" else "none"
-    return mode
-
-
-def class_category(config: Config) -> str:
-    """``data.category``, or the class's own (``ssad_classes.yaml`` / the MVTec AD table) when
-    ``auto``."""
-    if config.data.category != "auto":
-        return config.data.category
-    return class_info(config.data.root, config.data.class_name)[0]
-
-
-def scheduled_epochs(config: Config, category: str | None = None) -> int:
-    """Epochs the class of ``config`` trains: 0 unless ``train.categories`` names its category
-    (``category``, or :func:`class_category`, read only when some category is left out)."""
-    t = config.train
-    total = t.phase1_epochs + t.phase2_epochs
-    if set(t.categories) >= set(CATEGORIES):
-        return total
-    return total if (category or class_category(config)) in t.categories else 0
-
-
-def class_config(config: Config, data: ClassData) -> Config:
-    """``config`` with its per-class choices resolved for ``data``: ``eval.position_norm: auto``,
-    and 0 epochs for a category ``train.categories`` does not train. What a class model is
-    trained, validated, saved and scored with."""
-    overrides: dict[str, object] = {}
-    mode = position_norm(config, data.category, data.placement)
-    if mode != config.eval.position_norm:
-        overrides["eval.position_norm"] = mode
-    if (
-        scheduled_epochs(config, data.category) == 0
-        and config.train.phase1_epochs + config.train.phase2_epochs
-    ):
-        overrides.update({"train.phase1_epochs": 0, "train.phase2_epochs": 0})
-    if not overrides:
-        return config
-    return config.with_overrides(overrides, source=f"class {data.name}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -245,6 +185,100 @@ def _set_phase_mode(model: SSADNet, phase: int) -> None:
         backbone.eval()  # BatchNorm running statistics stay as initialised
 
 
+def _loader(dataset: PretextDataset, config: Config, device: torch.device):
+    t = config.train
+    generator = torch.Generator().manual_seed(t.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=min(t.batch_size, len(dataset)),
+        shuffle=True,
+        drop_last=True,
+        num_workers=t.workers,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+    )
+    return loader, generator
+
+
+@dataclass
+class _Training:
+    """The live state of one training: model, bank fill, optimiser, sampler and history."""
+
+    config: Config
+    model: SSADNet
+    fill: BankFill
+    loader: DataLoader
+    generator: torch.Generator
+    device: torch.device
+    history: list[EpochReport] = field(default_factory=list)
+    opt: torch.optim.Optimizer | None = None
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    def new_phase(self, phase: int) -> None:
+        """Each phase starts its own SGD + cosine schedule."""
+        self.opt, self.sched = _optimizer(self.model, self.config, phase, len(self.loader))
+
+    def restore(self, state: dict) -> int:
+        """Continue from :meth:`checkpoint`'s state; returns the epoch to start at."""
+        t = self.config.train
+        self.model.load_state_dict(state["model"])
+        self.fill.resume(state["bank"].numpy())
+        self.history = [EpochReport(**h) for h in state["history"]]
+        start = int(state["epoch"])
+        self.generator.set_state(state["generator"])
+        if start < t.phase1_epochs + t.phase2_epochs:
+            self.new_phase(_phase_of(start, self.config))
+            if state["phase"] == _phase_of(start, self.config):
+                self.opt.load_state_dict(state["optimizer"])
+                self.sched.load_state_dict(state["scheduler"])
+        return start
+
+    def checkpoint(self, epoch: int, phase: int) -> Callable[[], dict]:
+        def state() -> dict:
+            return {
+                "epoch": epoch,
+                "phase": phase,
+                "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": copy.deepcopy(self.opt.state_dict()),  # a snapshot, not live buffers
+                "scheduler": self.sched.state_dict(),
+                "bank": torch.from_numpy(self.fill.bank.vectors.copy()),
+                "history": [asdict(h) for h in self.history],
+                "generator": self.generator.get_state(),
+            }
+
+        return state
+
+    def run_epoch(self, phase: int, desc: str) -> tuple[float, float]:
+        """One pass over the pretext data: (mean loss, accuracy)."""
+        t, model, opt, sched = self.config.train, self.model, self.opt, self.sched
+        # lr 0: forward passes only (train mode: phase 2 re-estimates BatchNorm statistics)
+        learning = (t.phase1_lr if phase == 1 else t.phase2_lr) > 0
+        autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"
+        )
+        loss_sum = correct = seen = 0
+        bar = tqdm(self.loader, desc=desc, leave=False, disable=not t.progress, dynamic_ncols=True)
+        for x, y in bar:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with autocast, torch.set_grad_enabled(learning):
+                stages = model.features(x)
+                z = model.embed_features(*stages)
+                logits = model.classify(z)
+            loss = F.cross_entropy(logits.float(), y)
+            if learning:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            pred = logits.argmax(dim=1)
+            self.fill.step(model, z, stages, y, pred)
+            loss_sum += loss.item() * len(y)
+            correct += (pred == y).sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
 def fit(
     config: Config,
     data: ClassData,
@@ -255,152 +289,60 @@ def fit(
 ) -> TrainedModel:
     """Train one class model; returns the model (eval mode, on the train device) and its bank.
 
-    With 0 epochs (``train.phase1_epochs = train.phase2_epochs = 0``) no weight changes: the bank
-    is built from the pretrained backbone's features, validated once and reported as epoch 0.
+    ``config`` is resolved for the class (:func:`ssad.autoresolve.resolve_class_config`). With 0
+    epochs (``train.phase1_epochs = train.phase2_epochs = 0``) no weight changes: the bank is
+    built from the pretrained backbone's features, validated once and reported as epoch 0.
     """
-    config = class_config(config, data)
     t = config.train
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
     if t.phase1_epochs + t.phase2_epochs == 0:
         return _frozen(config, data, device=device, validate=validate, on_epoch=on_epoch)
     dataset = make_pretext(config, data)
-    batch = min(t.batch_size, len(dataset))
-    generator = torch.Generator().manual_seed(t.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch,
-        shuffle=True,
-        drop_last=True,
-        num_workers=t.workers,
-        generator=generator,
-        pin_memory=device.type == "cuda",
-    )
-    steps = len(loader)
+    loader, generator = _loader(dataset, config, device)
     model = build_model(config).to(device)
-    feature = config.memory.feature
-    bank = MemoryBank(
-        model.feature_dim(feature),
-        size=config.memory.bank_size,
-        metric=config.memory.metric,
-        backend=config.memory.backend,
-        index=config.memory.index,
-        device=(device.index or 0) if device.type == "cuda" else 0,
-    )
-    fifo = bank_fill(config, data.category) == "fifo"
-    history: list[EpochReport] = []
-    start_epoch = 0
+    fill = make_fill(config, model, device)
+    run = _Training(config, model, fill, loader, generator, device)
+    start = run.restore(resume) if resume is not None else 0
     total = t.phase1_epochs + t.phase2_epochs
-    opt = sched = None
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        if fifo:  # a final bank is rebuilt from the weights, never carried over
-            bank.add(resume["bank"].numpy())
-        history = [EpochReport(**h) for h in resume["history"]]
-        start_epoch = int(resume["epoch"])
-        generator.set_state(resume["generator"])
-        if start_epoch < total:
-            opt, sched = _optimizer(model, config, _phase_of(start_epoch, config), steps)
-            if resume["phase"] == _phase_of(start_epoch, config):
-                opt.load_state_dict(resume["optimizer"])
-                sched.load_state_dict(resume["scheduler"])
-
-    def checkpoint(epoch: int, phase: int) -> Callable[[], dict]:
-        def state() -> dict:
-            return {
-                "epoch": epoch,
-                "phase": phase,
-                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "optimizer": copy.deepcopy(opt.state_dict()),  # a snapshot, not live buffers
-                "scheduler": sched.state_dict(),
-                "bank": torch.from_numpy(bank.vectors.copy()),
-                "history": [asdict(h) for h in history],
-                "generator": generator.get_state(),
-            }
-
-        return state
-
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-    for epoch in range(start_epoch, total):
+    for epoch in range(start, total):
         phase = _phase_of(epoch, config)
-        if opt is None or epoch == t.phase1_epochs:  # each phase starts its own SGD + cosine
-            opt, sched = _optimizer(model, config, phase, steps)
-        # lr 0: forward passes only (train mode: phase 2 re-estimates BatchNorm statistics)
-        learning = (t.phase1_lr if phase == 1 else t.phase2_lr) > 0
+        if run.opt is None or epoch == t.phase1_epochs:
+            run.new_phase(phase)
         _set_phase_mode(model, phase)
         dataset.set_epoch(epoch)
         tic = time.perf_counter()
-        loss_sum = correct = seen = 0
-        normal_z = []
-        bar = tqdm(
-            loader,
-            desc=f"{data.name} ep {epoch + 1}/{total} (phase {phase})",
-            leave=False,
-            disable=not t.progress,
-            dynamic_ncols=True,
-        )
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast, torch.set_grad_enabled(learning):
-                l2, l3, l4 = model.features(x)
-                z = model.embed_features(l2, l3, l4)
-                logits = model.classify(z)
-            loss = F.cross_entropy(logits.float(), y)
-            if learning:
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-            pred = logits.argmax(dim=1)
-            if fifo:  # the seed's bank: normal samples the classifier calls normal
-                v = z if feature == "embedding" else model.backbone_descriptor(l2, l3, l4)
-                v = v.float()
-                bank.add(v[(y == 0) & (pred == 0)].detach())
-                normal_z.append(v[y == 0].detach())
-            loss_sum += loss.item() * len(y)
-            correct += (pred == y).sum().item()
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        epoch_loss = loss_sum / max(seen, 1)
-        if not math.isfinite(epoch_loss):  # before the bank and validation spend time on it
+        loss, accuracy = run.run_epoch(phase, f"{data.name} ep {epoch + 1}/{total} (phase {phase})")
+        if not math.isfinite(loss):  # before the bank and validation spend time on it
             raise FloatingPointError(
-                f"{data.name}: training diverged at epoch {epoch + 1} (loss {epoch_loss})"
+                f"{data.name}: training diverged at epoch {epoch + 1} (loss {loss})"
             )
-        if fifo and len(bank) == 0:  # the classifier called no normal sample normal
-            log.warning(
-                "%s epoch %d: no normal sample predicted normal; banking all y=0",
-                data.name,
-                epoch + 1,
-            )
-            bank.add(torch.cat(normal_z))
-        bank.trim()
-        metrics: dict[str, float] = {}
         last = epoch == total - 1
         validating = validate is not None and (
             last or (t.val_every > 0 and (epoch + 1) % t.val_every == 0)
         )
-        if not fifo and (validating or last):
-            bank = build_bank(model, dataset.images, config, device=device)
-        elif config.eval.position_norm != "none" and (validating or last):
-            bank.positions = fifo_positions(model, dataset.images, bank, config, device=device)
+        label = f"{data.name} epoch {epoch + 1}"
+        fill.end_epoch(model, dataset.images, refresh=validating or last, label=label)
+        metrics: dict[str, float] = {}
         if validating:
             model.eval()
-            metrics = validate(model, bank)
+            metrics = validate(model, fill.bank)
         report = EpochReport(
             epoch=epoch + 1,
             phase=phase,
-            loss=epoch_loss,
-            accuracy=correct / max(seen, 1),
-            lr=opt.param_groups[0]["lr"],
+            loss=loss,
+            accuracy=accuracy,
+            lr=run.opt.param_groups[0]["lr"],
             seconds=time.perf_counter() - tic,
-            bank_size=len(bank),
+            bank_size=len(fill.bank),
             metrics=metrics,
         )
-        history.append(report)
+        run.history.append(report)
         if on_epoch is not None:
-            on_epoch(report, TrainedModel(model, bank, history, checkpoint(epoch + 1, phase)))
+            state = run.checkpoint(epoch + 1, phase)
+            on_epoch(report, TrainedModel(model, fill.bank, run.history, state))
     model.eval()
-    return TrainedModel(model=model, bank=bank, history=history)
+    return TrainedModel(model=model, bank=fill.bank, history=run.history)
 
 
 def _frozen(

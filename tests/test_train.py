@@ -9,14 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from ssad.bank import build_bank, normal_features, position_stats
+from ssad.autoresolve import resolve_class_config
+from ssad.bank import normal_features, position_stats
 from ssad.data.images import read_image, to_tensor
-from ssad.data.mvtec import DatasetError
 from ssad.detector import Detector, DetectorError
 from ssad.evaluate import evaluate, score_images
 from ssad.localize import window_embeddings
 from ssad.pipeline import load_data, splits, train_class
-from ssad.train import EpochReport, TrainedModel, bank_fill, build_model, fit, position_norm
+from ssad.train import EpochReport, TrainedModel, build_model, fit
+
+
+def _resolved(cfg):
+    """The config as a class model trains with it (fit takes it resolved for its class)."""
+    return resolve_class_config(cfg, load_data(cfg))
 
 
 def _backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -40,7 +45,7 @@ def test_phase1_freezes_backbone_weights_and_batchnorm_stats(make_config, tmp_pa
     torch.save(init.state_dict(), path)
     start = _snapshot(init)
 
-    cfg = make_config(**{"model.weights": str(path)})
+    cfg = _resolved(make_config(**{"model.weights": str(path)}))
     after: dict[int, dict[str, torch.Tensor]] = {}
 
     def on_epoch(report: EpochReport, trained: TrainedModel) -> None:
@@ -171,23 +176,6 @@ def test_backbone_feature_banks_hold_the_pooled_stage_features(make_config, tmp_
         Detector.load(out, device="cpu")
 
 
-@pytest.mark.parametrize(
-    ("fill", "scoring", "category", "expected"),
-    [
-        ("auto", "windows", "texture", "fifo"),
-        ("auto", "windows", "object", "final"),
-        ("auto", "dense", "texture", "final"),
-        ("final", "windows", "texture", "final"),
-        ("fifo", "windows", "object", "fifo"),
-    ],
-)
-def test_auto_fill_is_fifo_for_textures_and_final_for_objects(
-    make_config, fill: str, scoring: str, category: str, expected: str
-) -> None:
-    cfg = make_config(**{"memory.fill": fill, "eval.scoring": scoring})
-    assert bank_fill(cfg, category) == expected
-
-
 def _train(cfg, out: Path) -> Path:
     train_class(cfg, out_dir=out, artifacts=False, evaluate_test=False)
     return out
@@ -214,7 +202,9 @@ def test_seeded_run_is_bit_identical_on_cpu(make_config, tmp_path: Path) -> None
 def test_resume_gives_the_same_weights(
     make_config, tmp_path: Path, phase1: int, phase2: int, stop_after: int
 ) -> None:
-    cfg = make_config(**{"train.phase1_epochs": phase1, "train.phase2_epochs": phase2})
+    cfg = _resolved(
+        make_config(**{"train.phase1_epochs": phase1, "train.phase2_epochs": phase2})
+    )
     data = load_data(cfg)
     path = tmp_path / "state.pt"
 
@@ -322,72 +312,6 @@ def test_fifo_bank_position_statistics_are_plain_scores_of_the_training_windows(
     scores = det.bank.score(feats, cfg.memory.k).reshape(len(images), 3, 3)
     np.testing.assert_allclose(det.bank.positions[0], scores.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(det.bank.positions[1], scores.std(axis=0), atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("category", "placement", "expected"),
-    [("object", "fixed", "shift"), ("object", "moving", "none"), ("texture", "fixed", "none")],
-)
-def test_auto_position_norm_shifts_fixed_objects_only(
-    make_config, category: str, placement: str, expected: str
-) -> None:
-    cfg = make_config(**{"eval.position_norm": "auto"})
-    assert position_norm(cfg, category, placement) == expected
-    for explicit in ("none", "zscore"):
-        assert (
-            position_norm(cfg.with_overrides({"eval.position_norm": explicit}), category, placement)
-            == explicit
-        )
-
-
-def test_auto_position_norm_is_saved_resolved_for_the_class(make_config, tmp_path: Path) -> None:
-    """auto is resolved when a class model is trained: the saved config.yaml says what the
-    detector scores with, and an unresolved auto is refused where it would be ambiguous."""
-    for cls, mode in (("gelcap", "shift"), ("brick", "none")):
-        cfg = make_config(class_name=cls, **{"memory.fill": "final", "eval.position_norm": "auto"})
-        out = _train(cfg, tmp_path / cls)
-        det = Detector.load(out, device="cpu")
-        assert det.config.eval.position_norm == mode
-        assert (det.bank.positions is not None) == (mode == "shift")
-        assert (out / "bank_positions.npy").is_file() == (mode == "shift")
-    with pytest.raises(ValueError, match="auto is resolved per class"):
-        build_bank(
-            det.model, [np.zeros((64, 64, 3), np.uint8)] * 2, cfg, device=torch.device("cpu")
-        )
-    text = (out / "config.yaml").read_text().replace("position_norm: none", "position_norm: auto")
-    (out / "config.yaml").write_text(text)
-    with pytest.raises(DetectorError, match=r"config\.yaml: eval\.position_norm=auto"):
-        Detector.load(out, device="cpu")
-
-
-def test_categories_a_preset_does_not_train_resolve_to_zero_epochs(make_config) -> None:
-    """train.categories: a class of another category keeps its pretrained weights; the
-    resolved config (what is saved) holds 0 epochs, a trained category keeps its schedule."""
-    from ssad.train import class_config, scheduled_epochs
-
-    base = {
-        "model.backbone": "efficientnet_lite0",
-        "model.weights": "imagenet",
-        "eval.scoring": "dense",
-        "memory.fill": "final",
-        "train.categories": ["texture"],
-    }
-    brick, gelcap = make_config("brick", **base), make_config("gelcap", **base)
-    texture = class_config(brick, load_data(brick)).train
-    obj = class_config(gelcap, load_data(gelcap)).train
-    assert (texture.phase1_epochs, texture.phase2_epochs) == (1, 1)
-    assert (obj.phase1_epochs, obj.phase2_epochs) == (0, 0) and obj.categories == ("texture",)
-    assert scheduled_epochs(brick, "texture") == 2 and scheduled_epochs(gelcap, "object") == 0
-    # without a category, the class's own is read from its data set (ssad_classes.yaml)
-    assert scheduled_epochs(brick) == 2 and scheduled_epochs(gelcap) == 0
-    # when every category trains, no data set is read (the callback's case, any machine)
-    nowhere = brick.with_overrides({"data.root": "/nonexistent", "train.categories": []})
-    everything = nowhere.with_overrides({"train.categories": ["texture", "object"]})
-    assert scheduled_epochs(everything) == 2
-    with pytest.raises(DatasetError, match="/nonexistent"):
-        scheduled_epochs(nowhere)
-    history = fit(gelcap, load_data(gelcap)).history
-    assert [(h.epoch, h.phase) for h in history] == [(0, 0)]
 
 
 def test_zero_epochs_changes_no_weight_and_saves_a_working_detector(

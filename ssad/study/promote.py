@@ -9,29 +9,32 @@ failing class is reported (and the command fails) without discarding the others.
 (study, candidates, seeds, final config, data fingerprint) tags each version, so re-running
 promote for an unchanged study adds no version.
 
-The decision threshold of a promoted detector has a margin (:func:`ssad.metrics.decision_threshold`):
-midway between the validation F1-max threshold and the next lower validation score.
+Every training runs :func:`ssad.pipeline.train_class`, the path ``ssad train`` and trials take: a
+promoted detector's threshold is the one rule of :mod:`ssad.calibration`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ssad.config import Config
 from ssad.export import export_for_registry
-from ssad.study import stats
-from ssad.study.leaderboard import comparable, trials_frame
+from ssad.study.candidates import (
+    Candidate,
+    candidates,
+    promotion_key,
+    recheck,
+    reseed_offsets,
+)
+from ssad.study.leaderboard import trials_frame
 from ssad.study.report import Progress, config_changes, short_number
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import (
@@ -58,78 +61,19 @@ class PromotionError(RuntimeError):
         self.report = report
 
 
-@dataclass(frozen=True)
-class Candidate:
-    class_name: str
-    config_id: str
-    trial_id: str
-    value: float  # mean validation metric over the study's seeds
-    params: dict[str, Any]
-    name: str = ""  # the study trial's name (brick-0007), for people
-    recheck: str = ""  # the top-k x seeds re-check: each candidate's mean ± CI, and separability
-
-
-def candidates(df: pd.DataFrame, spec: StudySpec, cls: str, top_k: int) -> list[Candidate]:
-    """The class's top-k configurations by mean validation metric over comparable trials
-    (finished ones; see :func:`ssad.study.leaderboard.comparable`)."""
-    sub = comparable(df[df["class"] == cls], spec.metric)
-    if sub.empty:
-        raise SpecError(
-            f"{spec.path}: class {cls}: the study has no trial with {spec.metric} to promote"
-        )
-    means = sub.groupby("config_id")[spec.metric].mean()
-    means = means.sort_values(ascending=spec.mode == "min")
-    out = []
-    for cid, value in means.head(top_k).items():
-        row = sub[sub["config_id"] == cid].iloc[0]
-        params, name = json.loads(row["params"]), str(row.get("trial_name") or "")
-        out.append(Candidate(cls, str(cid), str(row["trial_id"]), float(value), params, name))
-    return out
-
-
-def reseed_offsets(spec: StudySpec, seeds: int) -> list[int]:
-    """Seed offsets for re-seeding: the ones after the study's ``0..seeds_per_config-1``."""
-    return list(range(spec.seeds_per_config, spec.seeds_per_config + seeds))
-
-
 def _train_task(config: dict[str, Any], final: bool) -> dict[str, Any]:
     """Ray task body: train one model; the final one comes back as files (it may run on any node)."""
-    from ssad.metrics import decision_threshold
     from ssad.pipeline import train_class
 
     cfg = Config.from_dict(config, source="promotion")
     with tempfile.TemporaryDirectory(prefix="ssad-promote-") as tmp:
         result = train_class(cfg, out_dir=tmp, evaluate_test=final, artifacts=final)
         files = {}
-        if final and (Path(tmp) / "val" / "scores.npz").is_file():
-            val = np.load(Path(tmp) / "val" / "scores.npz")
-            result["threshold"] = decision_threshold(val["labels"], val["scores"])
-            meta_path = Path(tmp) / "detector.json"
-            meta = json.loads(meta_path.read_text())
-            meta["threshold"] = result["threshold"]
-            meta_path.write_text(json.dumps(meta, indent=2))
         if final:
             files = {
                 str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()
             }
     return {"result": result, "files": files}
-
-
-def promotion_key(
-    spec: StudySpec, cands: list[Candidate], seeds: int, final: Config, fingerprint: str
-) -> str:
-    payload = json.dumps(
-        {
-            "study": spec.name,
-            "candidates": [(c.config_id, c.params) for c in cands],
-            "seeds": seeds,
-            "final": final.to_dict(),
-            "data": fingerprint,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _diff(config: Config, base: Config, keys: list[str]) -> dict[str, Any]:
@@ -165,12 +109,7 @@ def promote(
     if top_k < 1 or seeds < 1:
         raise SpecError("--top-k and --seeds must be >= 1")
     spec, prints = preflight(spec, files=False)  # a class whose files broke fails on its own
-    classes = list(classes or spec.classes)
-    unknown = set(classes) - set(spec.classes)
-    if unknown:
-        raise SpecError(
-            f"{spec.path}: --classes {sorted(unknown)} not in the study's classes {list(spec.classes)}"
-        )
+    classes = _check_classes(spec, classes)
     tracker = StudyTracker(spec.tracking_uri, spec.experiment, spec.name)
     df = trials_frame(tracker, spec)  # the newest launch's trials only
     if df.empty:
@@ -178,18 +117,7 @@ def promote(
             f"{spec.path}: no trials of study {spec.name!r} in {spec.tracking_uri}; run the study first"
         )
     parent_id = tracker.launch_parent_id()
-    plan: dict[str, tuple[list[Candidate], str]] = {}
-    rows: dict[str, dict[str, Any]] = {}
-    for cls in classes:
-        cands = candidates(df, spec, cls, top_k)
-        key = promotion_key(spec, cands, seeds, _final_config(spec, cls, cands[0]), prints[cls])
-        existing = tracker.find_version(model_name(cls), key=key)  # registry errors propagate
-        if existing is not None:
-            progress(cls, f"unchanged since version {existing.version}; nothing to train")
-            tracker.set_champion(model_name(cls), existing.version)
-            rows[cls] = _row_from_version(cls, existing, spec, out_root)
-            continue
-        plan[cls] = (cands, key)
+    plan, rows = _plan(df, spec, classes, (top_k, seeds), prints, tracker, out_root, progress)
     reseeds = [] if seeds == 1 and top_k == 1 else reseed_offsets(spec, seeds)
     reseeds = [spec.base.train.seed + s for s in reseeds]
     if plan:
@@ -218,11 +146,7 @@ def promote(
                 progress(cls, f"promotion failed: {type(cause).__name__}: {cause}")
                 rows[cls] = {"class": cls, "model": "", "error": f"{type(cause).__name__}: {cause}"}
     report = pd.DataFrame([rows[c] for c in classes if c in rows])
-    if parent_id is not None and not report.empty:
-        with tempfile.TemporaryDirectory() as tmp:
-            report.to_csv(Path(tmp) / "promotion.csv", index=False)
-            (Path(tmp) / "promotion.html").write_text(report.to_html(index=False))
-            tracker.log_artifacts(parent_id, Path(tmp), artifact_path="promotion")
+    _log_report(report, tracker, parent_id)
     failed = [r["class"] for r in rows.values() if r.get("error")]
     if failed:
         raise PromotionError(
@@ -231,6 +155,57 @@ def promote(
             report,
         )
     return report
+
+
+def _check_classes(spec: StudySpec, classes: list[str] | None) -> list[str]:
+    """The classes to promote: all of the study's, or those asked for (each one of them)."""
+    classes = list(classes or spec.classes)
+    unknown = set(classes) - set(spec.classes)
+    if unknown:
+        raise SpecError(
+            f"{spec.path}: --classes {sorted(unknown)} not in the study's classes {list(spec.classes)}"
+        )
+    return classes
+
+
+def _plan(
+    df: pd.DataFrame,
+    spec: StudySpec,
+    classes: list[str],
+    top_k_seeds: tuple[int, int],
+    prints: dict[str, str],
+    tracker: StudyTracker,
+    out_root: str | Path,
+    progress: Callable[[str, str], None],
+) -> tuple[dict[str, tuple[list[Candidate], str]], dict[str, dict[str, Any]]]:
+    """(classes to train: candidates and promotion key, report rows of unchanged classes).
+
+    A class whose promotion key a registered version already carries is not trained again: that
+    version becomes the champion."""
+    top_k, seeds = top_k_seeds
+    plan: dict[str, tuple[list[Candidate], str]] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for cls in classes:
+        cands = candidates(df, spec, cls, top_k)
+        key = promotion_key(spec, cands, seeds, _final_config(spec, cls, cands[0]), prints[cls])
+        existing = tracker.find_version(model_name(cls), key=key)  # registry errors propagate
+        if existing is not None:
+            progress(cls, f"unchanged since version {existing.version}; nothing to train")
+            tracker.set_champion(model_name(cls), existing.version)
+            rows[cls] = _row_from_version(cls, existing, spec, out_root)
+            continue
+        plan[cls] = (cands, key)
+    return plan, rows
+
+
+def _log_report(report: pd.DataFrame, tracker: StudyTracker, parent_id: str | None) -> None:
+    """The promotion report as CSV and HTML artifacts of the study's launch run."""
+    if parent_id is None or report.empty:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        report.to_csv(Path(tmp) / "promotion.csv", index=False)
+        (Path(tmp) / "promotion.html").write_text(report.to_html(index=False))
+        tracker.log_artifacts(parent_id, Path(tmp), artifact_path="promotion")
 
 
 def _promotion_config(spec: StudySpec, cls: str, cand: Candidate, seed: int) -> Config:
@@ -313,39 +288,6 @@ def _trainings(
             best, text = recheck(plan[cls][0], scores[cls], mode=spec.mode)
             progress(cls, f"re-training finished: val {metric} {text}")
             submit(cls, best, _final_config(spec, cls, best), True)
-
-
-def recheck(
-    cands: list[Candidate], scores: dict[str, dict[int, float]], *, mode: str = "max"
-) -> tuple[Candidate, str]:
-    """The re-check's winner (best mean over the re-seeds) and what a person should know.
-
-    Each candidate's mean ± std and 95 % CI over the same seeds; the winner against the
-    runner-up as a paired comparison over those seeds (:func:`ssad.study.stats.paired`):
-    "separable" when the difference is significant at 0.05, else the pick is within the noise.
-    """
-    summary = {c.config_id: stats.describe(list(scores[c.config_id].values())) for c in cands}
-    ranked = sorted(cands, key=lambda c: summary[c.config_id].mean, reverse=mode == "max")
-    best = ranked[0]
-    parts = [
-        f"{c.name or c.config_id} {short_number(s.mean)} ± {short_number(s.std)} "
-        f"[{short_number(s.ci_low)}, {short_number(s.ci_high)}]"
-        for c in ranked
-        for s in [summary[c.config_id]]
-    ]
-    text = "; ".join(parts)
-    if len(ranked) > 1:
-        a, b = scores[best.config_id], scores[ranked[1].config_id]
-        seeds = sorted(set(a) & set(b))
-        pr = stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
-        ok = math.isfinite(pr.p) and pr.p < stats.ALPHA
-        p = "–" if not math.isfinite(pr.p) else f"{pr.p:.3g}"
-        text += (
-            f" — winner {'separable' if ok else 'NOT separable'} from the runner-up "
-            f"(diff {pr.diff:+.4f} [{pr.diff_ci_low:+.4f}, {pr.diff_ci_high:+.4f}], "
-            f"{pr.test} p={p}, {pr.pairs} seeds)"
-        )
-    return replace(best, value=summary[best.config_id].mean, recheck=text), text
 
 
 def _register(

@@ -1,11 +1,13 @@
 """One trial = one class model trained under one configuration; no Ray import here.
 
-``run_trial(config, report, resume=...)`` trains with per-epoch validation. Each validation metric
-is reported raw (``val_image_auroc``) and as an exponential moving average over the epochs so far
-(``val_image_auroc_ema``, weight ``EMA_DECAY`` on the past): one noisy epoch does not decide an ASHA
-rung. After every epoch it writes a checkpoint folder (training state, resolved config, validation metrics, ROC curve and
-heatmaps) and calls ``report(metrics, folder)``; after the last epoch the folder also holds the
-saved detector and the t-SNE plot. The Ray adapter turns ``report`` into ``tune.report``.
+``run_trial(config, report, resume=...)`` trains with per-epoch validation, on the one path that
+trains a class (:func:`ssad.pipeline.prepare`, :meth:`ssad.pipeline.ClassRun.train`). Each
+validation metric is reported raw (``val_image_auroc``) and as an exponential moving average over
+the epochs so far (``val_image_auroc_ema``, weight ``EMA_DECAY`` on the past): one noisy epoch does
+not decide an ASHA rung. After every epoch it writes a checkpoint folder (training state, resolved
+config, validation metrics, ROC curve and heatmaps) and calls ``report(metrics, folder)``; after
+the last epoch the folder also holds the saved detector and the t-SNE plot. The Ray adapter turns
+``report`` into ``tune.report``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from pathlib import Path
 import torch
 
 from ssad.config import Config
-from ssad.detector import Detector
-from ssad.evaluate import Validator, write_artifacts
-from ssad.pipeline import detector_info, load_data, splits
-from ssad.train import EpochReport, TrainedModel, class_config, fit, resolve_device
+from ssad.evaluate import write_artifacts
+from ssad.pipeline import prepare
+from ssad.train import EpochReport, TrainedModel
 
 __all__ = [
     "EMA_DECAY",
@@ -80,12 +81,9 @@ def load_state(folder: str | Path) -> dict | None:
 
 def run_trial(config: Config, report: Report, *, resume: dict | None = None) -> dict[str, float]:
     """Train one class model, reporting validation metrics (prefixed ``val_``) every epoch."""
-    loaded = load_data(config)
-    config = class_config(config, loaded)  # saved, validated and scored as resolved
-    data, val, _test = splits(config, loaded)
-    validator = Validator(config, val, device=resolve_device(config.train.device))
+    run = prepare(config)  # saved, validated and scored as resolved for the class
+    config, validator = run.config, run.validator
     total = config.train.phase1_epochs + config.train.phase2_epochs
-    info = detector_info(data, config)
     final: dict[str, float] = {}
 
     def on_epoch(rep: EpochReport, trained: TrainedModel) -> None:
@@ -104,18 +102,10 @@ def run_trial(config: Config, report: Report, *, resume: dict | None = None) -> 
                     folder / "val", validator.data, validator.last, trained.bank, rep.metrics, cfg
                 )
             if last:
-                det = Detector(
-                    model=trained.model,
-                    bank=trained.bank,
-                    config=config,
-                    threshold=float(rep.metrics["image_threshold"]),
-                    info={**info, "val_metrics": rep.metrics},
-                    device=next(trained.model.parameters()).device,
-                )
-                det.save(folder / "detector")
+                run.detector(trained, rep.metrics).save(folder / "detector")
             report(metrics, folder)
         final.clear()
         final.update(metrics)
 
-    fit(config, data, validate=validator, on_epoch=on_epoch, resume=resume)
+    run.train(on_epoch=on_epoch, resume=resume)
     return final

@@ -151,26 +151,6 @@ def test_relaunch_over_a_finished_study(local_ray, make_spec, tmp_path: Path, ca
 # ---- promotion -----------------------------------------------------------------------------------
 
 
-def test_decision_threshold_has_a_margin() -> None:
-    from ssad.metrics import decision_threshold, f1_max
-
-    labels = np.array([0, 0, 0, 1, 1, 1])
-    scores = np.array([0.1, 0.2, 0.4, 0.8, 0.9, 0.95])
-    _, at_f1 = f1_max(labels, scores)
-    assert at_f1 == 0.8  # the lowest-scoring anomaly itself: no margin at all
-    t = decision_threshold(labels, scores)
-    assert t == pytest.approx(0.6)  # midway to the next lower score
-    assert ((scores >= t) == (scores >= at_f1)).all()  # same validation decisions, same F1
-    # an anomaly overlapping the normals: still midway below the chosen score
-    labels2, scores2 = np.array([0, 1, 0, 1]), np.array([0.1, 0.3, 0.5, 0.9])
-    assert decision_threshold(labels2, scores2) == pytest.approx(
-        (f1_max(labels2, scores2)[1] + 0.1) / 2
-    )
-    # nothing below the F1-max threshold: the threshold itself; no anomaly: nan
-    assert decision_threshold([1, 1], [0.3, 0.5]) == 0.3
-    assert np.isnan(decision_threshold([0, 0], [0.3, 0.5]))
-
-
 def test_reseeding_uses_seeds_the_study_did_not_use(make_spec, tmp_path: Path) -> None:
     from ssad.study.promote import reseed_offsets
     from ssad.study.trial import resolve_trial_config
@@ -205,7 +185,7 @@ def test_one_failing_class_does_not_discard_the_others(
     """gelcap's images break after the study: brick is still re-seeded, trained and registered."""
     import shutil
 
-    from ssad.metrics import decision_threshold, f1_max
+    from ssad.metrics import f1_max
     from ssad.study.promote import PromotionError, promote
     from ssad.study.runner import run_study
 
@@ -237,11 +217,10 @@ def test_one_failing_class_does_not_discard_the_others(
     study_seeds = {r.data.tags["ssad.seed"] for r in _tracker(spec).trial_runs()}
     assert len(reseeds) == 2 and not reseeds & study_seeds
 
-    # the champion's threshold has a margin below the F1-max threshold of its validation scores
+    # the champion's threshold is the one calibration rule: its validation F1-max threshold
     val = np.load(tmp_path / "models" / "onefails" / "brick" / "val" / "scores.npz")
     det = json.loads((tmp_path / "models" / "onefails" / "brick" / "detector.json").read_text())
-    assert det["threshold"] == pytest.approx(decision_threshold(val["labels"], val["scores"]))
-    assert det["threshold"] <= f1_max(val["labels"], val["scores"])[1]
+    assert det["threshold"] == pytest.approx(f1_max(val["labels"], val["scores"])[1])
     assert float(champion.tags["ssad.threshold"]) == pytest.approx(det["threshold"], abs=1e-6)
 
 
