@@ -112,8 +112,8 @@ class TrainConfig:
     phase2_epochs: int = 50
     phase2_lr: float = 0.01  # 0: weights fixed, BatchNorm statistics re-estimated in phase 2
     # The class categories the pretext task trains; a class of another category keeps the
-    # pretrained weights (0 epochs, resolved per class into the saved config: ssad.train.
-    # class_config).
+    # pretrained weights (0 epochs, resolved per class into the saved config:
+    # ssad.autoresolve.resolve_class_config).
     categories: tuple[str, ...] = CATEGORIES
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -171,7 +171,8 @@ class EvalConfig:
     # images (against a final bank, each training window is scored without its own image's
     # vectors), then put back on the class's overall scale (ssad.localize.normalize_positions).
     # "none": scores as they are. "auto": shift for objects in a fixed place, none for textures
-    # and moving objects (resolved per class into the saved config: ssad.train.class_config).
+    # and moving objects (resolved per class into the saved config:
+    # ssad.autoresolve.resolve_class_config).
     position_norm: Literal["none", "shift", "zscore", "auto"] = "none"
     topk: int = 10
     batch_size: int = 64
