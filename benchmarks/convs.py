@@ -55,7 +55,7 @@ def _stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
 
 def bench_convs(quick: bool) -> list[dict[str, object]]:
     batch = 8 if quick else 64  # 64: the scratch preset's train.batch_size
-    cfg = load_config(overrides={"model.backbone": "resnet18", "model.weights": "none"})
+    cfg = load_config(preset="seed", overrides={"model.weights": "none"})  # ResNet-18
     torch.manual_seed(0)
     ours = build_model(cfg).train()
     baseline = copy.deepcopy(ours)

@@ -8,8 +8,7 @@ from the same weights, scores the validation split with windows against:
 - ``final-<feature>``: a bank rebuilt from the final weights over every training window, coreset
   to ``memory.bank_size``, of ``z`` (the head's output), ``fusion`` (the fusion layer's output,
   before the head) or ``pooled_ln`` (pooled layer2/3/4 features, each stage L2-normalised:
-  ``memory.feature: backbone``); ``final+jit-<feature>`` adds one colour-jittered view per
-  training image (``memory.views: 1``);
+  ``memory.feature: backbone``);
 
 each at k 1 and 3 and with the top-k and max-of-smoothed-map image scores. Validation image AUROC
 per class (and pixel AUROC) go to ``experiments/results/scoring-variants.json``::
@@ -33,7 +32,6 @@ from sklearn.metrics import roc_auc_score
 from ssad.bank import build_bank
 from ssad.config import load_config
 from ssad.data.images import read_image, to_tensor
-from ssad.data.pretext import color_jitter
 from ssad.data.synthetic import SYNTHETIC_CLASSES, generate
 from ssad.evaluate import evaluate
 from ssad.localize import (
@@ -111,8 +109,6 @@ def run_one(model: SSADNet, fifo: np.ndarray, cfg, seed: int) -> dict[str, list[
     train, val, _ = splits(cfg, load_data(cfg))
     size, patch, stride = cfg.data.image_size, cfg.pretext.patch_size, cfg.eval.patch_stride
     images = np.stack([read_image(p, size) for p in train.train])
-    rng = np.random.default_rng([seed, 104729])  # the jitter ssad.bank.normal_features draws
-    jittered = np.stack([color_jitter(im, rng, cfg.pretext.jitter) for im in images])
     n, g = len(val.images), len(grid_starts(size, patch, stride))
     gt = val.masks[:, ::2, ::2].ravel()  # pixel AUROC on every other pixel
     out: dict[str, list[float]] = {}
@@ -137,14 +133,6 @@ def run_one(model: SSADNet, fifo: np.ndarray, cfg, seed: int) -> dict[str, list[
                 score("fifo-z", fifo, q)
             plain = embed_windows(net, images, patch=patch, stride=stride)
             score(f"final-{kind}", plain, q)
-            if kind != "fusion":  # memory.views 1: plus one colour-jittered view per image
-                score(
-                    f"final+jit-{kind}",
-                    np.concatenate(
-                        [plain, embed_windows(net, jittered, patch=patch, stride=stride)]
-                    ),
-                    q,
-                )
     return out
 
 

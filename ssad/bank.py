@@ -3,9 +3,9 @@
 The seed fills its bank during training with train-mode embeddings of jittered samples, taken from
 many past weight states (``ssad.train``: ``memory.fill: fifo``). Here the bank is built in one pass
 of the model in eval mode over the normal training images — every window (patch mode), every
-image (image mode) or every feature position (dense scoring), optionally over colour-jittered
-views too — and subsampled to ``memory.bank_size`` by greedy k-center coreset or at random. Scoring
-a training image's own windows against this bank reproduces the features it holds.
+image (image mode) or every feature position (dense scoring) — and subsampled to
+``memory.bank_size`` by greedy k-center coreset or at random. Scoring a training image's own
+windows against this bank reproduces the features it holds.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import torch
 
 from ssad.config import Config
 from ssad.data.images import to_tensor
-from ssad.data.pretext import color_jitter
 from ssad.memory import MemoryBank, distances
 from ssad.model import SSADNet, for_inference
 from ssad.scoring import get_scorer
@@ -43,20 +42,14 @@ def normal_features(
     batch_images: int = 8,
 ) -> np.ndarray:
     """Eval-mode bank vectors (N, D) of normal RGB uint8 images (S, S, 3) at the model's size:
-    the scoring strategy's (:meth:`ssad.scoring.Scorer.bank_features`).
-
-    Each image contributes its plain view and ``memory.views`` colour-jittered views (seeded by
-    ``train.seed``), the same jitter the pretext's normal class sees.
+    the scoring strategy's (:meth:`ssad.scoring.Scorer.bank_features`), image-major.
     """
     fast = for_inference(model)  # eval mode, BatchNorm folded: the same function, faster
     scorer = get_scorer(config)
-    rng = np.random.default_rng([config.train.seed, 104729])
-    views = [*images]
-    for _ in range(config.memory.views):
-        views += [color_jitter(im, rng, config.pretext.jitter) for im in images]
+    images = list(images)
     out = []
-    for i in range(0, len(views), batch_images):
-        x = to_tensor(np.stack(views[i : i + batch_images])).to(device)
+    for i in range(0, len(images), batch_images):
+        x = to_tensor(np.stack(images[i : i + batch_images])).to(device)
         out.append(scorer.bank_features(fast, x, config))
     return np.concatenate(out)
 
@@ -85,10 +78,8 @@ def build_bank(
     bank.add(feats)
     keep = bank.subsample(method=m.subsample, seed=config.train.seed, device=str(device))
     if config.eval.position_norm != "none":
-        per_image = len(feats) // (len(images) * (1 + m.views))  # windows or positions per view
-        owners = keep // per_image % len(images)  # views of an image belong to the image
-        plain = feats[: len(images) * per_image]  # each image's own view, image-major
-        bank.positions = position_stats(bank, plain, owners, n_images=len(images), k=m.k)
+        owners = keep // (len(feats) // len(images))  # the image of each kept vector
+        bank.positions = position_stats(bank, feats, owners, n_images=len(images), k=m.k)
     return bank
 
 
@@ -151,6 +142,5 @@ def fifo_positions(
 ) -> np.ndarray:
     """:func:`position_stats` of the normal training images' windows against a FIFO bank, whose
     train-mode vectors of jittered random crops are none of the windows scored."""
-    plain = config.with_overrides({"memory.views": 0})
-    feats = normal_features(model, images, plain, device=device)
+    feats = normal_features(model, images, config, device=device)
     return position_stats(bank, feats, None, n_images=len(images), k=config.memory.k)

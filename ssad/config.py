@@ -3,9 +3,9 @@
 Every tunable value has a dotted key (``defects.big.area_max``); YAML files, ``--set`` overrides,
 search spaces and ablations all speak in those keys. Unknown keys, wrong types and impossible ranges
 raise :class:`ConfigError` naming the source (file) and the key, before any compute is spent.
-The defaults are the seed project's recipe (also the ``seed`` preset); the recommended run is
-the ``cpu`` preset (:mod:`ssad.presets`). The typing machinery is :mod:`ssad.typed`, shared with
-the study spec.
+The defaults are the recommended run (the ``cpu`` preset); the seed project's recipe is the ``seed``
+preset (:mod:`ssad.presets`). The typing machinery is :mod:`ssad.typed`, shared with the study
+spec.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ __all__ = [
 
 
 CATEGORIES = ("texture", "object")  # a class's kind: data.category, train.categories
+# Removed options by their "off" value, which a saved config.yaml may still hold (docs/detector.md)
+REMOVED_KEYS: dict[str, Any] = {"memory.views": 0}
 
 
 @dataclass(frozen=True)
@@ -90,15 +92,15 @@ class DefectsConfig:
 @dataclass(frozen=True)
 class PretextConfig:
     classes: Literal[2, 3, 4] = 3  # 2: no scars (normal / big); 4 adds the seed's 'line' defect
-    mode: Literal["image", "patch"] = "image"
-    patch_size: int = 32
+    mode: Literal["image", "patch"] = "patch"
+    patch_size: int = 64
     jitter: float = 0.1  # brightness/contrast/saturation strength; hue uses jitter / 2
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     # resnet18 (the seed's) | efficientnet_lite0 (ImageNet weights ship with ssad) | a timm name
-    backbone: str = "resnet18"
+    backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"  # none | imagenet | path to a state dict
     fusion_dim: int = 512
     head_dims: tuple[int, ...] = (512, 512)
@@ -107,18 +109,18 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    phase1_epochs: int = 10
+    phase1_epochs: int = 1
     phase1_lr: float = 0.03
-    phase2_epochs: int = 50
-    phase2_lr: float = 0.01  # 0: weights fixed, BatchNorm statistics re-estimated in phase 2
+    phase2_epochs: int = 2
+    phase2_lr: float = 0.001  # 0: weights fixed, BatchNorm statistics re-estimated in phase 2
     # The class categories the pretext task trains; a class of another category keeps the
     # pretrained weights (0 epochs, resolved per class into the saved config:
     # ssad.autoresolve.resolve_class_config).
-    categories: tuple[str, ...] = CATEGORIES
+    categories: tuple[str, ...] = ("texture",)
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    batch_size: int = 96
-    min_samples: int = 500  # the train list is repeated to at least this many samples per epoch
+    batch_size: int = 32
+    min_samples: int = 1024  # the train list is repeated to at least this many samples per epoch
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # Training forward passes: "fp32", or "bf16" autocast (convolutions and matmuls in bfloat16,
@@ -131,26 +133,24 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    # "final": after training (and for every validation pass) the bank is rebuilt from eval-mode
-    # features of the current weights over the normal training images, then subsampled to
-    # bank_size; the saved model uses exactly that bank. "fifo": the seed's bank of train-mode
-    # embeddings (y = 0 and ŷ = 0) collected during training, the newest bank_size kept.
-    # "auto": fifo for textures, final for objects. Dense scoring always uses a final bank.
-    fill: Literal["auto", "final", "fifo"] = "auto"
+    # "final": rebuilt after training (and for every validation pass) from eval-mode features of
+    # the current weights over the normal training images, subsampled to bank_size: the saved
+    # model's bank. "fifo": the seed's train-mode embeddings (y = 0 and ŷ = 0) collected during
+    # training, the newest kept. "auto": fifo for textures, final for objects. Dense: final.
+    fill: Literal["auto", "final", "fifo"] = "final"
     subsample: Literal["coreset", "random"] = "coreset"  # final fill: greedy k-center or random
-    views: int = 0  # final fill: colour-jittered views per training image added to the plain one
     # What the bank holds per window/image: "embedding" = the projection head's output z (the
     # seed's), "backbone" = pooled layer2/3/4 features, each stage L2-normalised (896-d; the
     # representation before the head). Dense scoring uses its own features.
     feature: Literal["embedding", "backbone"] = "embedding"
-    bank_size: int = 500
-    k: int = 3
+    bank_size: int = 262144  # all positions of up to 256 training images at 256 px
+    k: int = 1
     # kNN distance: "cosine" ((1 - cos) / 2 of L2-normalised vectors, in [0, 1]) or "l2"
     # (Euclidean on the vectors as they are, PatchCore's).
-    metric: Literal["cosine", "l2"] = "cosine"
+    metric: Literal["cosine", "l2"] = "l2"
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     # FAISS index: "flat" exact; "ivf" / "hnsw" approximate, for large banks; hnsw is CPU only.
-    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    index: Literal["flat", "ivf", "hnsw"] = "ivf"
 
 
 @dataclass(frozen=True)
@@ -158,22 +158,20 @@ class EvalConfig:
     # "windows": one embedding per patch_size window at patch_stride (patch mode) or per image
     # with GradCAM maps (image mode); "dense": one forward per image, layer2+layer3 features of
     # the backbone, kNN at every feature position (needs memory.fill: final).
-    scoring: Literal["windows", "dense"] = "windows"
+    scoring: Literal["windows", "dense"] = "dense"
     # dense: the backbone stages (by stride) concatenated on the stride-8 grid, finer ones
     # averaged over each cell, coarser ones upsampled (SSADNet.local_features)
     dense_stages: tuple[int, ...] = (8, 16)
     patch_stride: int = 8
     map_sigma: float = 4.0  # Gaussian smoothing (pixels) of the anomaly map; 0: none
-    image_score: Literal["max", "topk"] = "topk"  # max of the smoothed map | top-k cell mean
-    # Per-position calibration of the score grid (windows in patch mode, or dense), for objects
-    # that sit in the same place in every image: each position's score is re-centred on its own
-    # mean ("shift") or standardised by its own mean and std ("zscore") over the normal training
-    # images (against a final bank, each training window is scored without its own image's
-    # vectors), then put back on the class's overall scale (ssad.localize.normalize_positions).
-    # "none": scores as they are. "auto": shift for objects in a fixed place, none for textures
-    # and moving objects (resolved per class into the saved config:
-    # ssad.autoresolve.resolve_class_config).
-    position_norm: Literal["none", "shift", "zscore", "auto"] = "none"
+    image_score: Literal["max", "topk"] = "max"  # max of the smoothed map | top-k cell mean
+    # Per-position calibration of the score grid (windows in patch mode, or dense): each
+    # position's score is re-centred on its own mean ("shift") or standardised by its mean and std
+    # ("zscore") over the normal training images (against a final bank, each training window is
+    # scored without its own image's vectors), back on the class's overall scale
+    # (ssad.localize.normalize_positions). "none": scores as they are. "auto" (resolved per class
+    # into the saved config): shift for objects in a fixed place, none for textures and moving ones.
+    position_norm: Literal["none", "shift", "zscore", "auto"] = "shift"
     topk: int = 10
     batch_size: int = 64
     heatmaps: int = 8  # overlays written per evaluation
@@ -201,6 +199,10 @@ class Config:
         """Return a copy with dotted-key values replaced, validated."""
         tree = self.to_dict()
         for key, value in overrides.items():
+            if key in REMOVED_KEYS:  # ignored at the value that meant "off", refused otherwise
+                if value != REMOVED_KEYS[key] or isinstance(value, bool):
+                    raise ConfigError(f"{source}: {key}: removed; only {REMOVED_KEYS[key]!r} loads")
+                continue
             set_dotted(tree, key, value, source=source)
         cfg = build(Config, tree, source=source)
         cfg.validate(source=source)
@@ -332,8 +334,6 @@ def _check_scoring(cfg: Config, fail: Fail) -> None:
             "fifo collects projection-head embeddings during training, but "
             "eval.scoring=dense needs a bank of backbone features: use memory.fill=final",
         )
-    if m.views < 0:
-        fail("memory.views", f"must be >= 0, got {m.views}")
     if e.map_sigma < 0:
         fail("eval.map_sigma", f"must be >= 0, got {e.map_sigma}")
     if m.k < 1:

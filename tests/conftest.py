@@ -30,7 +30,8 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(root: Path, class_name: str = "brick", **overrides: object) -> Config:
-    """A config that trains in about a second on the tiny data set (patch mode, no pretrained weights)."""
+    """A config that trains in about a second on the tiny data set: the seed's recipe in patch
+    mode, without pretrained weights."""
     base = {
         "data.root": str(root),
         "data.class_name": class_name,
@@ -53,7 +54,7 @@ def tiny_config(root: Path, class_name: str = "brick", **overrides: object) -> C
         "eval.tsne": False,
     }
     base.update(overrides)
-    return load_config(overrides=base)
+    return load_config(preset="seed", overrides=base)
 
 
 @pytest.fixture

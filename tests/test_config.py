@@ -26,13 +26,14 @@ def test_defaults_round_trip_through_yaml(tmp_path: Path) -> None:
 
 def test_non_default_config_round_trips(tmp_path: Path) -> None:
     cfg = load_config(
+        preset="seed",
         overrides={
             "defects.fills": ["mean"],
             "model.head_dims": [256, 64],
             "train.phase1_lr": 0.5,
             "pretext.mode": "patch",
             "train.progress": False,
-        }
+        },
     )
     path = tmp_path / "config.yaml"
     cfg.save(path)
@@ -45,7 +46,7 @@ def test_non_default_config_round_trips(tmp_path: Path) -> None:
 def test_flat_keys_are_dotted() -> None:
     flat = Config().flat()
     assert flat["defects.big.area_max"] == 0.1
-    assert flat["train.phase2_epochs"] == 50
+    assert flat["train.phase2_epochs"] == PRESETS["cpu"]["train.phase2_epochs"]
     assert Config.from_dict(flat) == Config()
 
 
@@ -135,7 +136,8 @@ def test_zero_epochs_is_a_valid_frozen_configuration() -> None:
         {"eval.scoring": "dense"},
         {"pretext.mode": "patch", "memory.feature": "backbone"},
     ):
-        cfg = load_config(overrides={"train.phase1_epochs": 0, "train.phase2_epochs": 0, **scoring})
+        zero = {"train.phase1_epochs": 0, "train.phase2_epochs": 0, **scoring}
+        cfg = load_config(preset="seed", overrides=zero)
         assert cfg.train.phase1_epochs + cfg.train.phase2_epochs == 0
 
 
@@ -172,7 +174,6 @@ def test_zero_epochs_is_a_valid_frozen_configuration() -> None:
         ({"train.categories": ["cloth"]}, "train.categories", "texture and/or object"),
         ({"train.categories": ["object"]}, "memory.feature", "untrained"),  # textures: 0 epochs
         ({"memory.fill": "fifo", "eval.scoring": "dense"}, "memory.fill", "memory.fill=final"),
-        ({"memory.views": -1}, "memory.views", ">= 0"),
         (
             {"eval.position_norm": "zscore", "pretext.mode": "image"},
             "eval.position_norm",
@@ -192,10 +193,22 @@ def test_bad_ranges_name_file_and_key(
 ) -> None:
     path = _write(tmp_path, overrides)
     with pytest.raises(ConfigError) as err:
-        load_config(path)
+        load_config(path, preset="seed")  # windows scoring of both categories: every check
     msg = str(err.value)
     assert msg.startswith(f"{path}: {key}: "), msg
     assert expected in msg
+
+
+def test_removed_memory_views_loads_off_and_refuses_on(tmp_path: Path) -> None:
+    """A config.yaml saved before memory.views was removed holds ``views: 0``: it still loads."""
+    old = Config().to_dict()
+    old["memory"]["views"] = 0
+    assert load_config(_write(tmp_path, old)) == Config()
+    path = _write(tmp_path, {"memory": {"views": 1}}, name="on.yaml")
+    with pytest.raises(ConfigError, match=r"memory\.views: removed") as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert "memory.views" not in Config().flat()
 
 
 def test_default_aspect_intervals_are_valid_at_one() -> None:
@@ -259,10 +272,18 @@ def test_config_is_frozen() -> None:
         cfg.train.seed = 3  # type: ignore[misc]
 
 
-def test_seed_preset_is_the_defaults_and_covers_every_preset_key() -> None:
-    """``preset seed`` gives the seed's recipe whatever the defaults are: it sets every key any
-    other preset sets, to the default value."""
-    assert load_config(preset="seed") == Config()
+def test_defaults_are_the_cpu_preset_and_seed_covers_every_preset_key() -> None:
+    """The defaults are the recommended run (``cpu``); ``preset seed`` gives the seed's recipe
+    whatever the defaults are: it sets every key any other preset sets."""
+    assert load_config(preset="cpu") == Config()
+    seed = load_config(preset="seed")
+    assert seed != Config()
+    assert (seed.model.backbone, seed.pretext.mode, seed.eval.scoring) == (
+        "resnet18",
+        "image",
+        "windows",
+    )
+    assert (seed.train.phase1_epochs, seed.train.phase2_epochs, seed.memory.k) == (10, 50, 3)
     others = {k for name, over in PRESETS.items() if name != "seed" for k in over}
     assert others <= set(PRESETS["seed"])
 

@@ -22,7 +22,8 @@ def _images(n: int = 3, seed: int = 0) -> list[np.ndarray]:
 
 
 def _config(**overrides: object) -> Config:
-    return load_config(overrides={"data.image_size": SIZE, "model.weights": "none", **overrides})
+    over = {"data.image_size": SIZE, "model.weights": "none", **overrides}
+    return load_config(preset="seed", overrides=over)
 
 
 def _dataset(config: Config, *, length: int = 64, seed: int = 0, sources: bool = False):

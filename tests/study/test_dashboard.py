@@ -57,6 +57,7 @@ def _spec(folder: Path, name: str) -> StudySpec:
         f"name: {name}\n"
         f"classes: [{', '.join(CLASSES)}]\n"
         f"data: {{root: {folder / 'data'}}}\n"
+        "base: {preset: seed}\n"
         f"search_space: {REPO / 'search_spaces' / 'seed.yaml'}\n"
         f"mlflow: {{tracking_uri: 'sqlite:///{folder / 'mlflow.db'}', experiment: ssad-test}}\n"
         f"storage_path: {folder / 'ray'}\n"

@@ -112,12 +112,13 @@ def test_pretrained_search_spaces_load_over_the_cpu_preset(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["seed.yaml", "wide.yaml"])
 def test_shipped_search_spaces_load(name: str) -> None:
-    space = load_search_space(REPO / "search_spaces" / name)
+    seed = load_config(preset="seed")  # the seed's ranges, around the seed's recipe
+    space = load_search_space(REPO / "search_spaces" / name, base=seed)
     assert "memory.k" in space.keys
     # the min/max pairs are recognised (a max is sampled at or above its min)
     assert space.pairs()["defects.big.area_min"] == "defects.big.area_max"
     for corner in space.corners():
-        load_config(overrides=corner)
+        seed.with_overrides(corner)
 
 
 # ---- spec errors ---------------------------------------------------------------------------------
