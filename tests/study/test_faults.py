@@ -238,13 +238,13 @@ class _DeadStore:
 def test_callback_survives_a_dead_tracking_store(tmp_path: Path, caplog) -> None:
     """Every hook's MLflow failure is swallowed with one warning per outage; while the store is
     away the hooks make no call until the retry time; once it answers they log again."""
-    from ssad.config import Config
+    from ssad.config import load_config
     from ssad.study import callbacks, tracking
     from ssad.study.tracking.trial_runs import TrialRunWriter
 
     cb = callbacks.MlflowTrials(tmp_path)
     store = _DeadStore()
-    cb.writer = TrialRunWriter(store, "parent", Config().to_dict(), {}, cb.sha)
+    cb.writer = TrialRunWriter(store, "parent", load_config(preset="seed").to_dict(), {}, cb.sha)
     config = {"class_name": "brick", "config_id": "c1", "seed": 0, "params": {}}
     trial = SimpleNamespace(
         trial_id="t1", config=config, checkpoint=None, last_result={"training_iteration": 3}
@@ -271,7 +271,7 @@ def test_replayed_epochs_keep_a_closed_record(tmp_path: Path) -> None:
     """A driver killed after a trial ended but before Tune's snapshot recorded it: the resumed
     driver replays the trial's last epochs from the snapshot's checkpoint. Nothing new is logged,
     so the closed run keeps its status and end time."""
-    from ssad.config import Config
+    from ssad.config import load_config
     from ssad.study import callbacks
     from ssad.study.tracking import StudyTracker
     from ssad.study.tracking.trial_runs import TrialRunWriter
@@ -280,7 +280,8 @@ def test_replayed_epochs_keep_a_closed_record(tmp_path: Path) -> None:
     tracker.start_launch()
     parent = tracker.launch_parent_id()
     config = {"class_name": "brick", "config_id": "c1", "seed": 0, "params": {}}
-    base = Config().with_overrides({"train.phase1_epochs": 1, "train.phase2_epochs": 2})
+    epochs = {"train.phase1_epochs": 1, "train.phase2_epochs": 2}
+    base = load_config(preset="seed", overrides=epochs)
 
     def session() -> callbacks.MlflowTrials:  # a driver session's callback
         cb = callbacks.MlflowTrials(tmp_path)

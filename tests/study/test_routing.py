@@ -16,6 +16,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
+from ssad.config import load_config
 from ssad.study.routing import ClassRoutedScheduler, ClassRoutedSearcher, asha_factory
 from ssad.study.spec import SearchSpace, load_search_space
 from ssad.study.tune_internals import asha_trial_ids, optuna_study
@@ -132,7 +133,7 @@ def _categorical_space(tmp_path: Path, choices: dict[str, list]) -> SearchSpace:
     path.write_text(
         "".join(f"{k}: {{type: categorical, choices: {v}}}\n" for k, v in choices.items())
     )
-    return load_search_space(path)
+    return load_search_space(path, base=load_config(preset="seed"))  # windows: both categories
 
 
 def _run(s: ClassRoutedSearcher, n: int, value) -> list[dict]:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ssad.config import Config
+from ssad.config import load_config
 from ssad.study.tracking import StudyTracker, TrialRunWriter, already_closed
 
 
@@ -57,7 +57,8 @@ def _trial(tmp_path: Path, *, error: str | None = None) -> SimpleNamespace:
 
 
 def _writer(tracker: StudyTracker, parent: str) -> TrialRunWriter:
-    base = Config().with_overrides({"train.phase1_epochs": 1, "train.phase2_epochs": 1})
+    epochs = {"train.phase1_epochs": 1, "train.phase2_epochs": 1}
+    base = load_config(preset="seed", overrides=epochs)
     return TrialRunWriter(tracker, parent, base.to_dict(), {"brick": "fp"}, "sha")
 
 
