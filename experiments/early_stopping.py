@@ -96,8 +96,8 @@ def run_local(spec_path: Path, num_cpus: int) -> dict[str, Any]:
     per-trial reports (trial id → one dict per epoch, from ``result.json``)."""
     import ray
 
-    from ssad.study.runner import run_study
     from ssad.study.spec import load_spec
+    from ssad.study.tune.runner import run_study
 
     spec = load_spec(spec_path)
     tmp = tempfile.mkdtemp(prefix="sse", dir="/tmp")  # short: Unix socket path limit

@@ -37,7 +37,7 @@ from ssad.data.images import read_image
 from ssad.data.synthetic import SYNTHETIC_CLASSES, generate
 from ssad.evaluate import evaluate, load_samples
 from ssad.pipeline import load_data, splits
-from ssad.study.trial import EMA_DECAY
+from ssad.study.tune.trial import EMA_DECAY
 from ssad.train import bank_fill, fit, position_norm, resolve_device
 
 RESULTS = Path(__file__).parent / "results"

@@ -1,7 +1,7 @@
 """One class model end to end: data → training → validation → saved detector → test metrics.
 
 The one path that trains a class, shared by ``ssad train`` and promotion (:func:`train_class`)
-and study trials (``ssad.study.trial.run_trial``): :func:`prepare` loads the class, resolves its
+and study trials (``ssad.study.tune.trial.run_trial``): :func:`prepare` loads the class, resolves its
 config once (:func:`ssad.autoresolve.resolve_class_config`) and splits it; :meth:`ClassRun.train`
 trains it; :meth:`ClassRun.detector` builds the detector with the one decision threshold rule
 (:mod:`ssad.calibration`). Progress goes through ``on_epoch`` (see :func:`ssad.train.fit`), so

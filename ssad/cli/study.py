@@ -71,8 +71,8 @@ def _register_study(sub: argparse._SubParsersAction) -> None:
 
 def cmd_study_run(args: argparse.Namespace) -> int:
     from ssad.config import parse_overrides
-    from ssad.study.runner import preflight, run_study
     from ssad.study.spec import load_spec
+    from ssad.study.tune.runner import preflight, run_study
 
     spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
     if not args.verbose:
@@ -134,8 +134,8 @@ def _print_dry_run(spec) -> None:
 def _print_board(board, spec) -> None:
     """The per-class leaderboard, at most 120 columns wide (the best configuration shown as the
     keys that differ from the base config, cut to fit); the full configurations go to a file."""
-    from ssad.study.leaderboard import BOARD_COLUMNS, write_best_configs
-    from ssad.study.report import readable
+    from ssad.study.results.leaderboard import BOARD_COLUMNS, write_best_configs
+    from ssad.study.results.report import readable
 
     cols = [c.format(metric=spec.metric) for c in BOARD_COLUMNS]
     print(readable(board[cols], config_columns={"best_config": spec.base.flat()}))
@@ -144,7 +144,7 @@ def _print_board(board, spec) -> None:
 
 
 def _print_ablation(table, spec, metric: str | None) -> None:
-    from ssad.study.ablation import format_table
+    from ssad.study.results.ablation import format_table
 
     for m in [metric] if metric else spec.metrics:
         print()
@@ -166,7 +166,7 @@ def _print_ui_hint(uri: str, experiment_id: str) -> None:
 def cmd_promote(args: argparse.Namespace) -> int:
     from ssad.config import parse_overrides
     from ssad.study.promote import PromotionError, promote
-    from ssad.study.report import Progress, promotion_text
+    from ssad.study.results.report import Progress, promotion_text
     from ssad.study.spec import load_spec
 
     spec = load_spec(args.spec, overrides=parse_overrides(args.overrides))
@@ -198,7 +198,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_study_show(args: argparse.Namespace) -> int:
     from ssad.config import ConfigError
-    from ssad.study.leaderboard import leaderboard
+    from ssad.study.results.leaderboard import leaderboard
     from ssad.study.spec import load_spec
     from ssad.study.tracking import StudyTracker, check_tracking_uri
 
@@ -207,7 +207,7 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     board, stats = leaderboard(tracker, spec)
     _print_board(board, spec)
     if spec.kind == "ablation":
-        from ssad.study.ablation import results_table
+        from ssad.study.results.ablation import results_table
 
         if args.metric and args.metric not in spec.metrics:
             raise ConfigError(
@@ -234,7 +234,7 @@ def cmd_study_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_study_compare(args: argparse.Namespace) -> int:
-    from ssad.study.ablation import compare_studies, format_table
+    from ssad.study.results.ablation import compare_studies, format_table
     from ssad.study.spec import METRICS, SpecError, load_spec
     from ssad.study.tracking import StudyTracker, check_tracking_uri
 

@@ -12,9 +12,9 @@ from typing import Any
 import pandas as pd
 
 from ssad.config import Config
-from ssad.study import stats
-from ssad.study.leaderboard import comparable
-from ssad.study.report import short_number
+from ssad.study.results import stats
+from ssad.study.results.leaderboard import comparable
+from ssad.study.results.report import short_number
 from ssad.study.spec import SpecError, StudySpec
 
 __all__ = ["Candidate", "candidates", "promotion_key", "recheck", "reseed_offsets"]
@@ -33,7 +33,7 @@ class Candidate:
 
 def candidates(df: pd.DataFrame, spec: StudySpec, cls: str, top_k: int) -> list[Candidate]:
     """The class's top-k configurations by mean validation metric over comparable trials
-    (finished ones; see :func:`ssad.study.leaderboard.comparable`)."""
+    (finished ones; see :func:`ssad.study.results.leaderboard.comparable`)."""
     sub = comparable(df[df["class"] == cls], spec.metric)
     if sub.empty:
         raise SpecError(
@@ -77,7 +77,7 @@ def recheck(
     """The re-check's winner (best mean over the re-seeds) and what a person should know.
 
     Each candidate's mean ± std and 95 % CI over the same seeds; the winner against the
-    runner-up as a paired comparison over those seeds (:func:`ssad.study.stats.paired`):
+    runner-up as a paired comparison over those seeds (:func:`ssad.study.results.stats.paired`):
     "separable" when the difference is significant at 0.05, else the pick is within the noise.
     """
     summary = {c.config_id: stats.describe(list(scores[c.config_id].values())) for c in cands}

@@ -34,8 +34,8 @@ from ssad.study.candidates import (
     recheck,
     reseed_offsets,
 )
-from ssad.study.leaderboard import trials_frame
-from ssad.study.report import Progress, config_changes, short_number
+from ssad.study.results.leaderboard import trials_frame
+from ssad.study.results.report import Progress, config_changes, short_number
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import (
     CHAMPION,
@@ -46,7 +46,7 @@ from ssad.study.tracking import (
     git_sha,
     model_name,
 )
-from ssad.study.trial import resolve_trial_config
+from ssad.study.tune.trial import resolve_trial_config
 
 __all__ = ["Candidate", "PromotionError", "promote", "recheck", "reseed_offsets"]
 
@@ -103,7 +103,7 @@ def promote(
         PromotionError: some classes failed; the others are registered and listed in its
             ``report`` (with an ``error`` column naming what failed).
     """
-    from ssad.study.runner import _init_ray, preflight
+    from ssad.study.tune.runner import _init_ray, preflight
 
     progress = progress or Progress()
     if top_k < 1 or seeds < 1:

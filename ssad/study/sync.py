@@ -1,6 +1,6 @@
 """``ssad study sync SPEC``: log to MLflow what a study kept only in Tune's storage.
 
-While the tracking store is away, the driver's MLflow callback (:mod:`ssad.study.callbacks`)
+While the tracking store is away, the driver's MLflow callback (:mod:`ssad.study.tune.callbacks`)
 skips its records and the trials go on; Tune's experiment folder (``<storage_path>/<name>``)
 keeps everything: each trial's config, every epoch's result (``result.json``), its checkpoints
 (the artifacts) and ``error.txt``. Once the store is back, :func:`sync_study` walks that folder
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ssad.study.record import read_record
-from ssad.study.report import trial_name
+from ssad.study.results.report import trial_name
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking.store import check_tracking_uri
 from ssad.study.tracking.tracker import git_sha
@@ -242,7 +242,7 @@ def _sync_summary(
     writer: TrialRunWriter, spec: StudySpec, spans: list[tuple[float, float]]
 ) -> bool:
     """The runner's end-of-study records on the launch's parent run, those it lacks."""
-    from ssad.study.runner import finish_study
+    from ssad.study.tune.runner import finish_study
 
     tracker, parent_id = writer.tracker, writer.parent_id
     have = tracker.artifact_files(parent_id)

@@ -113,7 +113,7 @@ VARIANTS = {
 
 
 def ablation_table(classes: tuple[str, ...] = ("a", "b")) -> pd.DataFrame:
-    """A results table shaped like ssad.study.ablation.results_table's (per-class scopes first)."""
+    """A results table shaped like ssad.study.results.ablation.results_table's (per-class scopes first)."""
     nan, rows = math.nan, []
     for metric, shift in (("val_image_auroc", 0.0), ("val_pixel_auroc", 0.1)):
         for j, scope in enumerate([*classes, "all"]):

@@ -12,9 +12,9 @@ import yaml
 from mlflow import MlflowClient
 
 from ssad.cli import main
-from ssad.study.ablation import ALL
-from ssad.study.runner import run_study
+from ssad.study.results.ablation import ALL
 from ssad.study.spec import SpecError, load_spec
+from ssad.study.tune.runner import run_study
 
 CLASSES = ("brick", "gelcap")  # tests/study/conftest.py's tiny data set
 

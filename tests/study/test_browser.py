@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from ssad.study.runner import run_study
 from ssad.study.spec import load_spec
 from ssad.study.tracking import (
     EXPERIMENT_KIND_TRAINING,
@@ -40,6 +39,7 @@ from ssad.study.tracking import (
     runs_view_state,
     save_runs_view,
 )
+from ssad.study.tune.runner import run_study
 
 # Every dashboards/<name>.html a search study logs to its parent run: a dashboard added to the
 # study must be added here (test_parent_run_logs_the_listed_dashboards fails until it is).

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pandas as pd
 import yaml
 
-from ssad.study.progress import ClassProgress
-from ssad.study.report import WIDTH, promotion_text, readable
+from ssad.study.results.report import WIDTH, promotion_text, readable
+from ssad.study.tune.progress import ClassProgress
 
 
 def _trial(cls: str, number: int, **params: object) -> SimpleNamespace:
@@ -95,7 +95,7 @@ def test_promotion_text_fits_120_columns() -> None:
 
 def test_best_configs_file_holds_the_full_config(tmp_path) -> None:
     from ssad.config import load_config
-    from ssad.study.leaderboard import write_best_configs
+    from ssad.study.results.leaderboard import write_best_configs
 
     base = load_config(preset="scratch")
     spec = SimpleNamespace(

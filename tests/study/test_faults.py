@@ -3,7 +3,7 @@
 Real components only: an in-process local Ray (or a real ``ray start`` head for the concurrent
 case), real MLflow stores (SQLite, or a real ``mlflow server`` started and stopped by the test),
 real trials on the tiny data set. Trial faults are injected through the study's hooks
-(``run_study(spec, hooks=FaultHooks(RULES))``, see :mod:`ssad.study.faults`); the NaN fault
+(``run_study(spec, hooks=FaultHooks(RULES))``, see :mod:`ssad.study.tune.faults`); the NaN fault
 makes the real loss NaN so that ``ssad.train`` raises its own FloatingPointError.
 """
 
@@ -24,9 +24,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 
 from ssad.cli import main
-from ssad.study.faults import FaultHooks
-from ssad.study.runner import run_study
 from ssad.study.spec import SpecError, load_spec
+from ssad.study.tune.faults import FaultHooks
+from ssad.study.tune.runner import run_study
 
 HEAD_OPTS = ["--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats"]
 
@@ -137,7 +137,7 @@ def test_preflight_refuses_a_bad_file_before_launch(
     """`ssad study run` stops in its preflight, naming the spec and the file; nothing launched."""
     import shutil
 
-    from ssad.study.runner import preflight
+    from ssad.study.tune.runner import preflight
 
     data = tmp_path / "data"
     shutil.copytree(study_data, data)
@@ -239,8 +239,9 @@ def test_callback_survives_a_dead_tracking_store(tmp_path: Path, caplog) -> None
     """Every hook's MLflow failure is swallowed with one warning per outage; while the store is
     away the hooks make no call until the retry time; once it answers they log again."""
     from ssad.config import load_config
-    from ssad.study import callbacks, tracking
+    from ssad.study import tracking
     from ssad.study.tracking.trial_runs import TrialRunWriter
+    from ssad.study.tune import callbacks
 
     cb = callbacks.MlflowTrials(tmp_path)
     store = _DeadStore()
@@ -250,7 +251,7 @@ def test_callback_survives_a_dead_tracking_store(tmp_path: Path, caplog) -> None
         trial_id="t1", config=config, checkpoint=None, last_result={"training_iteration": 3}
     )
     try:
-        with caplog.at_level(logging.WARNING, logger="ssad.study.callbacks"):
+        with caplog.at_level(logging.WARNING, logger="ssad.study.tune.callbacks"):
             cb.on_trial_start(0, [], trial)
             for step in (1, 2):
                 cb.on_trial_result(0, [], trial, {"training_iteration": step, "loss": 1.0})
@@ -272,9 +273,9 @@ def test_replayed_epochs_keep_a_closed_record(tmp_path: Path) -> None:
     driver replays the trial's last epochs from the snapshot's checkpoint. Nothing new is logged,
     so the closed run keeps its status and end time."""
     from ssad.config import load_config
-    from ssad.study import callbacks
     from ssad.study.tracking import StudyTracker
     from ssad.study.tracking.trial_runs import TrialRunWriter
+    from ssad.study.tune import callbacks
 
     tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", "s")
     tracker.start_launch()

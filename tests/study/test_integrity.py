@@ -15,10 +15,10 @@ import pytest
 from mlflow import MlflowClient
 
 from ssad.cli import main
-from ssad.study.launch import prepare_launch
-from ssad.study.leaderboard import leaderboard, trials_frame
+from ssad.study.results.leaderboard import leaderboard, trials_frame
 from ssad.study.spec import SpecError, load_spec
 from ssad.study.tracking import TAG_LAUNCH, StudyTracker
+from ssad.study.tune.launch import prepare_launch
 
 
 def _tracker(spec) -> StudyTracker:
@@ -153,7 +153,7 @@ def test_relaunch_over_a_finished_study(local_ray, make_spec, tmp_path: Path, ca
 
 def test_reseeding_uses_seeds_the_study_did_not_use(make_spec, tmp_path: Path) -> None:
     from ssad.study.promote import reseed_offsets
-    from ssad.study.trial import resolve_trial_config
+    from ssad.study.tune.trial import resolve_trial_config
 
     spec = load_spec(make_spec(tmp_path / "s", seeds_per_config=3))
     study_seeds = {
@@ -187,7 +187,7 @@ def test_one_failing_class_does_not_discard_the_others(
 
     from ssad.metrics import f1_max
     from ssad.study.promote import PromotionError, promote
-    from ssad.study.runner import run_study
+    from ssad.study.tune.runner import run_study
 
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"

@@ -24,8 +24,8 @@ from ssad.config import load_config
 from ssad.data.images import read_image
 from ssad.detector import Detector
 from ssad.study.promote import promote
-from ssad.study.runner import run_study
 from ssad.study.spec import SpecError, load_spec
+from ssad.study.tune.runner import run_study
 
 pytestmark = pytest.mark.slow
 

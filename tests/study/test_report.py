@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from ray.tune.experimental.output import _infer_user_metrics
 
-from ssad.study.report import (
+from ssad.study.results.report import (
     Progress,
     config_changes,
     format_changes,

@@ -4,7 +4,7 @@ The driver runs as ``ssad study run`` in its own process group with a private lo
 trial has finished (recorded in MLflow and in Tune's experiment snapshot) and others are still
 to come, the driver alone is SIGKILLed; the test records which of its Ray processes outlive it,
 then stops those by id, and resumes. Two more kill points are made exact with the test-only
-driver rules of :mod:`ssad.study.faults` (that driver runs as ``python -m ssad.study.faults
+driver rules of :mod:`ssad.study.tune.faults` (that driver runs as ``python -m ssad.study.tune.faults
 RULES SPEC``, the same ``run_study`` with fault hooks): the driver stalls between two trials (``stall:between``), or in the final logging after the dashboard and before the
 leaderboard and summary (``stall:final``), and is SIGKILLed there.
 """
@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 
 from ssad.study.spec import load_spec
 from ssad.study.tracking import StudyTracker
-from ssad.study.tune_internals import optuna_study
+from ssad.study.tune.tune_internals import optuna_study
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def run_cli(
     box, args: list[str], log: Path, cwd: Path, faults: str | None = None
 ) -> subprocess.Popen:
     """``ssad study run ARGS``; with ``faults``, the fault driver with those rules instead."""
-    main = ["ssad.study.faults", faults] if faults else ["ssad.cli", "study", "run"]
+    main = ["ssad.study.tune.faults", faults] if faults else ["ssad.cli", "study", "run"]
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         return box.popen(
             [sys.executable, "-m", *main, *args],

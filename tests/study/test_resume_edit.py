@@ -20,8 +20,8 @@ import pytest
 from mlflow import MlflowClient
 
 from ssad.study.record import RECORD_FILE
-from ssad.study.routing import ClassRoutedScheduler, asha_factory
 from ssad.study.spec import load_spec
+from ssad.study.tune.routing import ClassRoutedScheduler, asha_factory
 
 pytestmark = pytest.mark.slow
 

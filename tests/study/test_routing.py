@@ -17,9 +17,9 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from ssad.config import load_config
-from ssad.study.routing import ClassRoutedScheduler, ClassRoutedSearcher, asha_factory
 from ssad.study.spec import SearchSpace, load_search_space
-from ssad.study.tune_internals import asha_trial_ids, optuna_study
+from ssad.study.tune.routing import ClassRoutedScheduler, ClassRoutedSearcher, asha_factory
+from ssad.study.tune.tune_internals import asha_trial_ids, optuna_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

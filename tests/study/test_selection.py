@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from ssad.study.leaderboard import best_configs, comparable
 from ssad.study.promote import candidates
+from ssad.study.results.leaderboard import best_configs, comparable
 
 M = "val_image_auroc_ema"
 
@@ -66,7 +66,7 @@ def test_summary_metrics_are_logged_once_per_summary(tmp_path) -> None:
     a resume that changed the counts (failed trials re-run) logs the new summary."""
     from mlflow import MlflowClient
 
-    from ssad.study.leaderboard import summary_artifacts
+    from ssad.study.results.leaderboard import summary_artifacts
     from ssad.study.tracking import StudyTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -92,8 +92,8 @@ def test_defects_search_with_synthetic_validation_is_judged_on_fixed_defects(tmp
 
     from ssad.config import load_config
     from ssad.data import pretext
-    from ssad.study.rules import search_refusal
     from ssad.study.spec import load_search_space
+    from ssad.study.spec.rules import search_refusal
 
     assert "defects" not in inspect.signature(pretext.synthetic_anomalies).parameters
     base = load_config(overrides={"data.val_source": "synthetic"})

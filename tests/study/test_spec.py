@@ -272,7 +272,7 @@ def test_keys_a_trial_overwrites_refused_in_base_overrides(
 
 def test_no_searched_key_is_overwritten_in_a_trial(spec_file) -> None:
     """Every key a valid space may search reaches the trial's resolved config unchanged."""
-    from ssad.study.trial import resolve_trial_config
+    from ssad.study.tune.trial import resolve_trial_config
 
     spec = load_spec(spec_file())
     for corner in spec.space.corners():

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ssad.study import stats
-from ssad.study.ablation import ALL, ablation_table, format_table
 from ssad.study.promote import Candidate, recheck
+from ssad.study.results import stats
+from ssad.study.results.ablation import ALL, ablation_table, format_table
 
 
 def test_describe_matches_hand_computed_t_interval() -> None:

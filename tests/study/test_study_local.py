@@ -17,9 +17,9 @@ from mlflow import MlflowClient
 
 from ssad.cli import main
 from ssad.config import Config
-from ssad.study.report import short_number
-from ssad.study.runner import run_study
+from ssad.study.results.report import short_number
 from ssad.study.spec import load_spec
+from ssad.study.tune.runner import run_study
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ from mlflow import MlflowClient
 from ssad import backbones
 from ssad.detector import Detector
 from ssad.study.promote import promote
-from ssad.study.runner import run_study
 from ssad.study.spec import load_spec
+from ssad.study.tune.runner import run_study
 
 pytestmark = pytest.mark.slow
 

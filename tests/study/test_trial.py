@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from ssad.study.spec import METRICS
-from ssad.study.trial import EMA_DECAY, ema_metrics
+from ssad.study.tune.trial import EMA_DECAY, ema_metrics
 from ssad.train import EpochReport
 
 

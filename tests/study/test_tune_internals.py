@@ -1,4 +1,4 @@
-"""Ray Tune's and Optuna's private details that ssad relies on (:mod:`ssad.study.tune_internals`).
+"""Ray Tune's and Optuna's private details that ssad relies on (:mod:`ssad.study.tune.tune_internals`).
 
 Each wrapper runs on the installed libraries' real objects: a real ``OptunaSearch`` over a real
 Optuna study, a real ``ASHAScheduler`` with real Tune trials, and (one slow case) a real Tune
@@ -17,8 +17,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from ssad.study import tune_internals as ti
-from ssad.study.routing import asha_factory
+from ssad.study.tune import tune_internals as ti
+from ssad.study.tune.routing import asha_factory
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -28,7 +28,7 @@ METRIC = "val_image_auroc"
 def changed(what: str) -> str:
     """The failure message: what ssad relies on, and the versions that broke it."""
     return (
-        f"{what} changed in {ti.versions()}: adapt ssad/study/tune_internals.py, the one place "
+        f"{what} changed in {ti.versions()}: adapt ssad/study/tune/tune_internals.py, the one place "
         "that relies on it"
     )
 

@@ -11,7 +11,7 @@ base64, so the file opens anywhere, also as an MLflow artifact.
 The ``optuna_*`` panels rebuild one in-memory :class:`optuna.Study` per class from the class's
 trial runs (:func:`class_study`; distributions from the spec's search space) and draw it with
 ``optuna.visualization.matplotlib``; parameter importances are fANOVA's (:func:`param_importances`).
-The ablation panels draw the table of :func:`ssad.study.ablation.results_table`.
+The ablation panels draw the table of :func:`ssad.study.results.ablation.results_table`.
 
 Modules: :mod:`.spec` (the file and its panels), :mod:`.data` (what the panels draw, read from
 MLflow), :mod:`.panels` (one module per kind of panel), :mod:`.render` (the HTML, and logging it).

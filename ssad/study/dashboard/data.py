@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ssad.study.dashboard.spec import HISTORY, Dashboard
-from ssad.study.leaderboard import leaderboard, trials_frame
+from ssad.study.results.leaderboard import leaderboard, trials_frame
 from ssad.study.spec import SearchSpace, StudySpec
 from ssad.study.tracking import TRACKING_ERRORS, StudyTracker
 
@@ -31,7 +31,7 @@ class DashboardData:
     ``history``: long frame (run_id, metric, step, value) of the metrics the panels need.
     ``space``: the searched distributions (optuna panels). ``max_epochs``: a trial's full budget.
     ``heatmaps``: class → (file name, PNG bytes) of its best trial run (heatmap_gallery).
-    ``ablation``: an ablation study's results table (``ssad.study.ablation.results_table``: one
+    ``ablation``: an ablation study's results table (``ssad.study.results.ablation.results_table``: one
     row per metric, scope, variant), None for a search.
     """
 
@@ -77,7 +77,7 @@ def collect(tracker: StudyTracker, spec: StudySpec, dashboard: Dashboard) -> Das
     gallery = [p.max_images for p in dashboard.panels if p.type == "heatmap_gallery"]
     ablation = None
     if getattr(spec, "kind", "search") == "ablation":
-        from ssad.study.ablation import results_table
+        from ssad.study.results.ablation import results_table
 
         ablation = results_table(tracker, spec)
     return DashboardData(

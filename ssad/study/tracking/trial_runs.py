@@ -17,12 +17,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ssad.study.report import trial_name
+from ssad.study.results.report import trial_name
 from ssad.study.tracking.artifacts import final_artifacts
 from ssad.study.tracking.names import TAG_CLASS, TAG_STATUS, TAG_VARIANT
 from ssad.study.tracking.tracker import StudyTracker
 from ssad.study.tracking.views import save_runs_view
-from ssad.study.trial import resolve_trial_config
+from ssad.study.tune.trial import resolve_trial_config
 from ssad.train import scheduled_epochs
 
 __all__ = [

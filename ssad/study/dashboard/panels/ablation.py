@@ -11,12 +11,12 @@ from matplotlib.patches import Patch
 from ssad.study.dashboard.data import DashboardData
 from ssad.study.dashboard.panels.common import BEST, VARIANTS, VERDICT, note, too_few
 from ssad.study.dashboard.spec import Panel
-from ssad.study.report import p_value
+from ssad.study.results.report import p_value
 
 # A t interval of the mean needs a spread: from one run (seed) it is the mean itself, a bar whose
 # zero-width CI would read as certainty. A scope with fewer runs per variant says so instead.
 CI_MIN_RUNS = 2
-# ssad.study.stats.paired tests from 2 (class, seed) pairs; from one it gives no p-value and its
+# ssad.study.results.stats.paired tests from 2 (class, seed) pairs; from one it gives no p-value and its
 # CI is the one difference itself. A forest row (or the whole panel) with fewer pairs says so.
 FOREST_MIN_PAIRS = 2
 

@@ -10,14 +10,14 @@ What is relied on:
 
 * ``OptunaSearch._ot_trials`` (Tune trial id → the Optuna trial it asked for):
   :func:`rename_pending`, so a repeated configuration can be told and asked again under the
-  same Tune trial id (:meth:`ssad.study.routing.ClassRoutedSearcher._suggest_new`);
+  same Tune trial id (:meth:`ssad.study.tune.routing.ClassRoutedSearcher._suggest_new`);
 * ``OptunaSearch._ot_study``, the Optuna study: :func:`optuna_study` (tests, diagnostics);
 * ``AsyncHyperBandScheduler._brackets`` and each bracket's ``_rungs`` (milestone → {trial id:
   metric}), ``_trial_info`` (trial id → bracket): :func:`asha_rungs`, :func:`asha_trial_ids`;
 * that Tune's searchers and ASHA pickle whole, state included: the routed searcher saves its
   attributes (OptunaSearch objects among them) with :func:`dump_state`, and the routed
   scheduler's per-class ASHA objects ride in Tune's callback snapshot
-  (:class:`ssad.study.routing.SchedulerState`);
+  (:class:`ssad.study.tune.routing.SchedulerState`);
 * Tune's ordering: each step calls the callbacks' ``on_step_begin`` before it asks the searcher
   for new trials, and ``Tuner.restore`` loads the snapshot's trials before the first step. So at
   a driver session's first ``on_step_begin`` the trials Tune knows are exactly those of its
@@ -62,9 +62,9 @@ def _private(obj: Any, name: str, user: str) -> Any:
         return getattr(obj, name)
     except AttributeError:
         raise TuneInternalsError(
-            f"ssad.study.tune_internals.{user}: {type(obj).__name__}.{name} is gone "
+            f"ssad.study.tune.tune_internals.{user}: {type(obj).__name__}.{name} is gone "
             f"({versions()}); the private API ssad relies on changed: adapt "
-            "ssad/study/tune_internals.py (tests/study/test_tune_internals.py checks it)"
+            "ssad/study/tune/tune_internals.py (tests/study/test_tune_internals.py checks it)"
         ) from None
 
 

@@ -34,7 +34,7 @@ SELECTION_KEYS = {
     "data.val_draws": "it changes which synthetic defects the validation images carry",
     "train.seed": "seeds are the study's seeds_per_config (promotion re-seeds with --seeds)",
 }
-# Keys every trial sets itself (ssad.study.trial.resolve_trial_config): a searched or base value
+# Keys every trial sets itself (ssad.study.tune.trial.resolve_trial_config): a searched or base value
 # would be silently overwritten.
 TRIAL_KEYS = {
     "data.class_name": "each trial's class comes from the spec's classes",

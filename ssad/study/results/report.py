@@ -1,7 +1,7 @@
 """What a person reads while a study or a promotion runs: trial names, progress lines, tables.
 
 * :func:`trial_name` names a Tune trial ``<class>-<number>`` (``brick-0007``), the number counted
-  per class by :class:`ssad.study.routing.ClassRoutedSearcher` (so a resumed study continues it).
+  per class by :class:`ssad.study.tune.routing.ClassRoutedSearcher` (so a resumed study continues it).
 * :class:`Progress` prints one line per class and stage of a long job, with the elapsed time.
 * :func:`short_number`, :func:`config_changes` and :func:`readable` turn result tables into
   something a terminal can show: 4 significant digits, only the keys that differ from a base, at

@@ -28,9 +28,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ssad.study.report import TRIAL_NUMBER
+from ssad.study.results.report import TRIAL_NUMBER
 from ssad.study.spec import SearchSpace
-from ssad.study.tune_internals import asha_rungs, dump_state, load_state, rename_pending
+from ssad.study.tune.tune_internals import asha_rungs, dump_state, load_state, rename_pending
 
 __all__ = ["ClassRoutedScheduler", "ClassRoutedSearcher", "SchedulerState", "define_by_run"]
 
@@ -96,7 +96,7 @@ class ClassRoutedSearcher(Searcher):
 
     Trial configs look like ``{"class_name": c, "seed": s, "config_id": id, "params": {...},
     "trial_number": n}``; ``n`` counts the class's trials from 1 in the order they are handed out
-    (seed replicas included) and names the trial (:func:`ssad.study.report.trial_name`).
+    (seed replicas included) and names the trial (:func:`ssad.study.results.report.trial_name`).
     """
 
     def __init__(

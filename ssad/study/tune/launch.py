@@ -16,9 +16,9 @@ whether Tune state is restored) and writes it into the study record before every
 Tune callback and ``ssad study sync`` read it back from there, never from elsewhere. State that
 Tune must snapshot with its trials stays in Tune's folder, next to them: the searcher's
 (``searcher-state-*.pkl``) and the per-class ASHA rungs (``callback-states-*.pkl``,
-:class:`ssad.study.routing.SchedulerState`). Runs of trials a killed driver left unrecorded
+:class:`ssad.study.tune.routing.SchedulerState`). Runs of trials a killed driver left unrecorded
 are retired at a session's first Tune step (``StudyTracker.retire_lost``, relying on Tune's
-ordering: :mod:`ssad.study.tune_internals`).
+ordering: :mod:`ssad.study.tune.tune_internals`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Extension points of a study run: ``run_study(spec, hooks=...)``; the default does nothing.
 
 The runner calls every hook unconditionally at fixed points of the driver and of each trial;
-it never looks for faults itself. The fault suite passes :class:`ssad.study.faults.FaultHooks`
+it never looks for faults itself. The fault suite passes :class:`ssad.study.tune.faults.FaultHooks`
 (trials that raise or diverge, a driver that stalls so that a test can SIGKILL it there).
 
 A hooks object must pickle: Tune ships it to every trial (``tune.with_parameters``).

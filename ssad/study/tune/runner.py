@@ -1,7 +1,7 @@
 """Ray adapter: a study spec → one Tune experiment (per-class Optuna + ASHA) → MLflow → leaderboard.
 
 All classes' trials run in one Tuner so the cluster stays full; routing by class keeps their
-searches and early stopping apart (see :mod:`ssad.study.routing`). The MLflow records are written
+searches and early stopping apart (see :mod:`ssad.study.tune.routing`). The MLflow records are written
 by a driver-side Tune callback, so many concurrent trials and worker nodes never write to the
 tracking store themselves (no SQLite contention) and nothing is lost when a worker dies.
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ssad.data.mvtec import DatasetError, check_files, fingerprint, load_class
-from ssad.study.hooks import NO_HOOKS, StudyHooks
-from ssad.study.launch import Launch, open_launch
-from ssad.study.report import leading, trial_name
+from ssad.study.results.report import leading, trial_name
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import StudyTracker, check_tracking_uri
-from ssad.study.trial import load_state, resolve_trial_config, run_trial
+from ssad.study.tune.hooks import NO_HOOKS, StudyHooks
+from ssad.study.tune.launch import Launch, open_launch
+from ssad.study.tune.trial import load_state, resolve_trial_config, run_trial
 
 __all__ = ["check_resources", "finish_study", "preflight", "run_study", "synthetic_root"]
 
@@ -126,7 +126,7 @@ def tune_trainable(
     """The Tune function trainable: resumes from Tune's checkpoint, reports every epoch.
 
     ``metric`` (the study's), ``epoch`` and ``phase`` lead each report: Tune's live table shows
-    the first four numbers of a report. ``hooks``: the study's (:mod:`ssad.study.hooks`).
+    the first four numbers of a report. ``hooks``: the study's (:mod:`ssad.study.tune.hooks`).
     """
     from ray import tune
 
@@ -182,7 +182,7 @@ def run_study(
 ) -> dict[str, Any]:
     """Run (or resume) the study; returns ``{"wall_s", "leaderboard", "experiment_id", ...}``.
 
-    ``hooks``: called at fixed points of the driver and the trials (:mod:`ssad.study.hooks`;
+    ``hooks``: called at fixed points of the driver and the trials (:mod:`ssad.study.tune.hooks`;
     the fault suite injects its faults through them).
     """
     from ray import tune
@@ -249,9 +249,9 @@ def _new_tuner(spec: StudySpec, trainable: Any, launch: Launch, hooks: StudyHook
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
-    from ssad.study.callbacks import MlflowTrials
-    from ssad.study.progress import class_progress
-    from ssad.study.routing import (
+    from ssad.study.tune.callbacks import MlflowTrials
+    from ssad.study.tune.progress import class_progress
+    from ssad.study.tune.routing import (
         ClassRoutedScheduler,
         ClassRoutedSearcher,
         SchedulerState,
@@ -301,7 +301,7 @@ def _new_tuner(spec: StudySpec, trainable: Any, launch: Launch, hooks: StudyHook
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=str(spec.storage_path),
-            # per-class console lines (ssad.study.progress) instead of Tune's table
+            # per-class console lines (ssad.study.tune.progress) instead of Tune's table
             callbacks=[*callbacks, class_progress(spec), *hooks.driver_callbacks()],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             # Two, not one: Tune deletes the older checkpoint before its (asynchronous)
@@ -330,7 +330,7 @@ def finish_study(
         (leaderboard, summary stats, ablation table or None)
     """
     from ssad.study.dashboard import dashboard_for, log_dashboard
-    from ssad.study.leaderboard import leaderboard, summary_artifacts
+    from ssad.study.results.leaderboard import leaderboard, summary_artifacts
 
     board, stats = leaderboard(tracker, spec)
     stats["wall_s"] = wall
@@ -339,7 +339,7 @@ def finish_study(
     )
     table = None
     if spec.kind == "ablation":
-        from ssad.study.ablation import log_results, results_table
+        from ssad.study.results.ablation import log_results, results_table
 
         table = results_table(tracker, spec)
         if "ablation/ablation.csv" not in have:

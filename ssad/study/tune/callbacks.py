@@ -26,7 +26,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ssad.study.record import read_record
-from ssad.study.report import trial_name
+from ssad.study.results.report import trial_name
 from ssad.study.tracking.store import (
     TRACKING_ERRORS,
     mark_reachable,
@@ -42,7 +42,7 @@ from ssad.study.tracking.trial_runs import (
     error_text,
     result_start_ms,
 )
-from ssad.study.tune_internals import snapshot_trial_ids
+from ssad.study.tune.tune_internals import snapshot_trial_ids
 
 __all__ = ["LOGGED", "RETRY_S", "MlflowTrials", "epoch_metrics", "error_text", "result_start_ms"]
 

@@ -3,9 +3,9 @@
 A study spec (``studies/*.yaml``) names classes, data, the base config, a search space file (or,
 for ``kind: ablation``, named variants), the searcher, the scheduler, metric/mode, budget,
 resources, Ray address, MLflow and storage. The file's schema is
-:class:`ssad.study.schema.SpecFile`: frozen dataclasses read by the same typed machinery as the
+:class:`ssad.study.spec.schema.SpecFile`: frozen dataclasses read by the same typed machinery as the
 class config (:mod:`ssad.typed`), so every default sits in one place and every error names the
-file and the key. Search spaces: :mod:`ssad.study.space`.
+file and the key. Search spaces: :mod:`ssad.study.spec.space`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ssad.config import Config, flatten, load_config
-from ssad.study.rules import (
+from ssad.study.spec.rules import (
     ablation_refusal,
     base_override_refusal,
     final_override_refusal,
     name_refusal,
     path_refusal,
 )
-from ssad.study.schema import (
+from ssad.study.spec.schema import (
     ABLATION_KEYS,
     ABLATION_METRICS,
     ABLATION_VAL_EVERY,
@@ -32,7 +32,7 @@ from ssad.study.schema import (
     SEARCH_KEYS,
     SpecFile,
 )
-from ssad.study.space import (
+from ssad.study.spec.space import (
     Dimension,
     SearchSpace,
     SpecError,

@@ -14,7 +14,7 @@ from ssad.study.tracking.names import DEFAULT_TRACKING_URI
 
 __all__ = ["ABLATION_KEYS", "METRICS", "SEARCH_KEYS", "SpecFile"]
 
-# Raw per-epoch validation metrics and their moving averages over epochs (ssad.study.trial).
+# Raw per-epoch validation metrics and their moving averages over epochs (ssad.study.tune.trial).
 METRICS = tuple(
     f"val_{m}{suffix}"
     for suffix in ("_ema", "")

@@ -7,7 +7,7 @@ seeds, so each variant's run on (class, seed) has a twin in the baseline: the co
 * per variant and scope (each class, and ``all`` = pooled over classes): n, mean, std and the 95 %
   CI of the mean;
 * against the baseline: the mean paired difference over matching (class, seed) pairs with its CI,
-  the p-value of the test named in the ``test`` column (:func:`ssad.study.stats.paired`), the
+  the p-value of the test named in the ``test`` column (:func:`ssad.study.results.stats.paired`), the
   Holm-corrected p-value across the variants of the same (metric, scope), and a verdict.
 
 :func:`results_table` reads an ablation's finished trial runs from MLflow; :func:`compare_studies`
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ssad.study import stats
-from ssad.study.leaderboard import best_configs, trials_frame
-from ssad.study.report import p_value, short_number
+from ssad.study.results import stats
+from ssad.study.results.leaderboard import best_configs, trials_frame
+from ssad.study.results.report import p_value, short_number
 from ssad.study.spec import SpecError, StudySpec
 from ssad.study.tracking import StudyTracker
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ssad.config import Config, ConfigError, flatten
-from ssad.study.rules import search_refusal
+from ssad.study.spec.rules import search_refusal
 from ssad.typed import build, read_yaml_mapping
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from ssad.study.report import fit_line, short_number, trial_name
+from ssad.study.results.report import fit_line, short_number, trial_name
 
 __all__ = ["ClassProgress", "class_progress"]
 

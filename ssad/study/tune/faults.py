@@ -1,8 +1,8 @@
 """Test-only fault injection for studies (the fault suite in ``tests/study/test_faults.py``).
 
 A test passes ``FaultHooks(RULES)`` to ``run_study(spec, hooks=...)`` (see
-:mod:`ssad.study.hooks`); a test that must kill the driver runs it as a process:
-``python -m ssad.study.faults RULES SPEC [--resume | --new]``. Nothing in the production path
+:mod:`ssad.study.tune.hooks`); a test that must kill the driver runs it as a process:
+``python -m ssad.study.tune.faults RULES SPEC [--resume | --new]``. Nothing in the production path
 reads the rules. Comma-separated rules::
 
     raise:brick      every brick trial raises InjectedFault before training
@@ -39,7 +39,7 @@ import torch
 from ray.tune import Callback
 from torch import nn
 
-from ssad.study.hooks import StudyHooks
+from ssad.study.tune.hooks import StudyHooks
 
 __all__ = [
     "STAGES",
@@ -215,15 +215,15 @@ class FaultHooks(StudyHooks):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ssad.study.faults RULES SPEC [--resume | --new]``: ``ssad study run`` with
+    """``python -m ssad.study.tune.faults RULES SPEC [--resume | --new]``: ``ssad study run`` with
     the faults of RULES injected (a driver a test can SIGKILL at a stall)."""
     import argparse
     import logging
 
-    from ssad.study.runner import run_study
     from ssad.study.spec import load_spec
+    from ssad.study.tune.runner import run_study
 
-    parser = argparse.ArgumentParser(prog="python -m ssad.study.faults")
+    parser = argparse.ArgumentParser(prog="python -m ssad.study.tune.faults")
     parser.add_argument("rules")
     parser.add_argument("spec")
     parser.add_argument("--resume", action="store_true")
@@ -238,6 +238,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # the module's own classes, not __main__'s: Tune pickles DriverStall into tuner.pkl, and a
     # later `ssad study run --resume` must unpickle it
-    from ssad.study.faults import main as _main
+    from ssad.study.tune.faults import main as _main
 
     sys.exit(_main())

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ssad.study.report import config_changes, parse_value
+from ssad.study.results.report import config_changes, parse_value
 from ssad.study.spec import StudySpec
 from ssad.study.tracking import TAG_CLASS, TAG_STATUS, TAG_VARIANT, StudyTracker
 

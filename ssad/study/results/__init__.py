@@ -1,0 +1,1 @@
+"""Study results: the leaderboard of trials, statistics, ablation tables and printed reports."""
