@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ssad.config import Config, load_config
-from ssad.data.images import read_image, resize_square, to_rgb
+from ssad.data.images import prepare_image
 from ssad.evaluate import score_images
 from ssad.memory import MemoryBank, positions_path
 from ssad.model import SSADNet, for_inference, upgrade_state_dict
@@ -88,7 +88,7 @@ class Detector:
 
         Grayscale and RGBA inputs are converted; images are resized to the model's input size.
         """
-        batch = np.stack([self._prepare(im) for im in images])
+        batch = np.stack([prepare_image(im, self.size) for im in images])
         if self._scorer is None:
             self._scorer = for_inference(self.model)
         scored = score_images(self._scorer, self.bank, batch, self.config, device=self.device)
@@ -101,11 +101,6 @@ class Detector:
                 "this detector has no decision threshold (train it with a validation split)"
             )
         return np.asarray(scores) >= self.threshold
-
-    def _prepare(self, image: np.ndarray | str | Path) -> np.ndarray:
-        if isinstance(image, (str, Path)):
-            return read_image(image, self.size)
-        return resize_square(to_rgb(np.asarray(image)), self.size)
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:

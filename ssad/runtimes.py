@@ -9,7 +9,6 @@ when the export sits in a detector folder, the detector's class and input size.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ssad.data.images import read_image, resize_square, to_rgb
+from ssad.data.images import prepare_image
 from ssad.detector import Detector, DetectorError
-from ssad.export import EXPORT_SUBDIR
+from ssad.export import EXPORT_SUBDIR, sha256_file
 
 __all__ = [
     "BACKENDS",
@@ -112,11 +111,7 @@ class ExportRuntime:
             f = folder / name
             if not f.is_file():
                 raise _fail(f, "missing — the export folder is incomplete")
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    h.update(block)
-            if h.hexdigest() != want:
+            if sha256_file(f) != want:
                 raise _fail(f, "damaged: its SHA-256 differs from the one export.json recorded")
 
     def _onnx(self, path: Path):
@@ -174,13 +169,8 @@ class ExportedDetector:
         self.meta, self.size, self.threshold = meta, self.runtime.size, meta["threshold"]
         self.info = {"class_name": meta.get("class_name"), "category": meta.get("category")}
 
-    def _prepare(self, image: np.ndarray | str | Path) -> np.ndarray:
-        if isinstance(image, (str, Path)):
-            return read_image(image, self.size)
-        return resize_square(to_rgb(np.asarray(image)), self.size)
-
     def predict(self, images) -> tuple[np.ndarray, np.ndarray]:
-        batch = np.stack([self._prepare(im) for im in images])
+        batch = np.stack([prepare_image(im, self.size) for im in images])
         parts = [
             self.runtime.run(batch[i : i + self.BATCH]) for i in range(0, len(batch), self.BATCH)
         ]

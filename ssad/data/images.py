@@ -17,6 +17,7 @@ __all__ = [
     "ImageError",
     "denormalize",
     "read_image",
+    "prepare_image",
     "read_mask",
     "resize_square",
     "to_rgb",
@@ -67,6 +68,14 @@ def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
     image = to_rgb(image, name=str(path))
     return np.ascontiguousarray(image if size is None else resize_square(image, size))
+
+
+def prepare_image(image: np.ndarray | str | Path, size: int) -> np.ndarray:
+    """An image file or array of any size and channel layout → RGB uint8 (size, size, 3), as
+    every scoring backend takes it."""
+    if isinstance(image, (str, Path)):
+        return read_image(image, size)
+    return resize_square(to_rgb(np.asarray(image)), size)
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:

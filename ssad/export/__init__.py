@@ -42,6 +42,7 @@ __all__ = [
     "export_detector",
     "export_for_registry",
     "gaussian_kernel",
+    "sha256_file",
 ]
 
 EXPORT_FORMATS = ("onnx", "openvino")
@@ -62,7 +63,8 @@ class ExportError(DetectorError):
     file)."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -179,7 +181,7 @@ def export_detector(
             ov.convert_model(str(onnx_path)), str(out / "model.xml"), compress_to_fp16=False
         )
         files["openvino"] = "model.xml"
-    hashes = {p.name: _sha256(p) for p in sorted(out.glob("model.*"))}
+    hashes = {p.name: sha256_file(p) for p in sorted(out.glob("model.*"))}
     meta = {
         "ssad_export": EXPORT_VERSION,
         "ssad_version": _version(),
